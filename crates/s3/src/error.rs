@@ -1,0 +1,141 @@
+//! The error type shared by every [`ObjectStore`](crate::ObjectStore) implementation.
+
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking to a store. Every variant names the store and the key,
+/// bucket or path concerned; none ever holds a credential.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object does not exist.
+    #[error("{store}: object {key:?} not found")]
+    NotFound {
+        /// The store, e.g. `s3://bucket` or `file:///var/backups`.
+        store: String,
+        /// The key that was asked for.
+        key: String,
+    },
+    /// The bucket does not exist (S3 `NoSuchBucket`).
+    #[error("S3 bucket {bucket:?} does not exist (or is in another region)")]
+    BucketNotFound {
+        /// The bucket name.
+        bucket: String,
+    },
+    /// The credentials were refused or lack a permission.
+    #[error("{store}: access denied during {operation} of {key:?}: {message}")]
+    AccessDenied {
+        /// The store.
+        store: String,
+        /// The S3 operation, e.g. `UploadPart`.
+        operation: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The server's message (never a credential).
+        message: String,
+    },
+    /// No usable credentials could be found.
+    #[error("{store}: no AWS credentials found: {message}")]
+    NoCredentials {
+        /// The store.
+        store: String,
+        /// What the credential chain said.
+        message: String,
+    },
+    /// The store could not be reached (connection refused, DNS, TLS, timeout), after retries.
+    #[error("{store}: cannot reach {endpoint} during {operation}: {message}")]
+    Unreachable {
+        /// The store.
+        store: String,
+        /// The endpoint that was tried.
+        endpoint: String,
+        /// The S3 operation.
+        operation: &'static str,
+        /// The transport's message.
+        message: String,
+    },
+    /// Any other error answered by the service, after retries.
+    #[error("{store}: {operation} of {key:?} failed: {code}: {message}")]
+    Service {
+        /// The store.
+        store: String,
+        /// The S3 operation.
+        operation: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The S3 error code (`EntityTooSmall`, `SlowDown`, …) or HTTP status.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A key that cannot be stored safely (empty, absolute, `..`, control characters).
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A local file-system operation failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done (`create`, `write`, `fsync`, `rename`, …).
+        operation: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The body stream fed to an upload failed; the upload was aborted.
+    #[error("upload of {key:?} to {store} aborted: the data source failed: {source}")]
+    Source {
+        /// The store.
+        store: String,
+        /// The key that was being written.
+        key: String,
+        /// The source's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The stream was longer than a multipart upload can hold (10,000 parts of at most 5 GiB).
+    #[error("the stream is too large for one S3 object ({parts} parts of up to 5 GiB)")]
+    TooLarge {
+        /// Parts written so far.
+        parts: u32,
+    },
+    /// The operation was cancelled; any multipart upload was aborted.
+    #[error("upload of {key:?} to {store} cancelled")]
+    Cancelled {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// The store's configuration is unusable (no region, bad endpoint URL, …).
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether trying the same operation again later may succeed (network trouble, throttling,
+    /// server errors). Retries inside one operation are already done by the store.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Service { code, .. } => {
+                matches!(
+                    code.as_str(),
+                    "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
+                ) || code.starts_with('5')
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { operation, path: path.into(), source }
+    }
+}

@@ -1,0 +1,60 @@
+//! # litemaas-testkit
+//!
+//! Real parts for tests, started on loopback and removed afterwards:
+//!
+//! - [`PgCluster`]: an ephemeral PostgreSQL 15 cluster (initdb into a temporary directory as the
+//!   `postgres` user, random free port, password authentication on TCP);
+//! - [`S3Server`]: an S3-compatible server (moto 5.2.5, installed by `scripts/test-deps.sh`),
+//!   shared by a test run, with one fresh bucket per test.
+//!
+//! Both have a `shared()` form that starts once per test binary and is stopped when the
+//! process exits (an `atexit` hook, and a parent-death signal as a backstop).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let pg = litemaas_testkit::PgCluster::shared();
+//! let db = pg.create_database("example")?;
+//! pg.psql(&db, "CREATE TABLE t (x int); INSERT INTO t VALUES (1);")?;
+//! assert_eq!(pg.psql(&db, "SELECT count(*) FROM t")?.trim(), "1");
+//! # Ok(()) }
+//! ```
+#![allow(unsafe_code)] // pre_exec, atexit and getpwnam: each use has a SAFETY note.
+#![allow(clippy::unwrap_used)]
+
+mod pg;
+mod s3;
+mod sys;
+
+pub use pg::PgCluster;
+pub use s3::S3Server;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A name unique within this machine for a while: `<prefix>-<pid>-<counter>`, lower case.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 10_000)
+        .to_lowercase()
+        .replace('_', "-")
+}
+
+/// Where `scripts/test-deps.sh` installs moto and the aws CLI.
+pub fn test_home() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("LITEMAAS_TEST_HOME") {
+        return dir.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| "/tmp".into());
+    cache.join("litemaas-backup")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

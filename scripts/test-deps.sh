@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs, idempotently, what the test suite needs: PostgreSQL 15 (Debian packages) and a Python
+# virtualenv holding moto[server]==5.2.5 (the S3 test server) and the aws CLI.
+# Safe to run again: each step checks first. Prints where things are; changes nothing else.
+set -euo pipefail
+
+LITEMAAS_TEST_HOME="${LITEMAAS_TEST_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/litemaas-backup}"
+VENV="$LITEMAAS_TEST_HOME/venv"
+MOTO_VERSION="5.2.5"   # 5.2.1 returns a CompleteMultipartUpload body the Rust SDK rejects
+PG_BIN="/usr/lib/postgresql/15/bin"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/pg_dump" ]; then
+  echo "test-deps: installing PostgreSQL 15" >&2
+  apt_install postgresql-15 postgresql-client-15
+fi
+if ! id postgres >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "test-deps: creating user postgres (initdb refuses to run as root)" >&2
+  as_root useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi
+for tool in gzip gunzip; do
+  command -v "$tool" >/dev/null || apt_install gzip
+done
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" - <<PY 2>/dev/null
+import importlib.metadata as m, sys
+sys.exit(0 if m.version("moto") == "$MOTO_VERSION" and m.version("awscli") else 1)
+PY
+then
+  echo "test-deps: creating $VENV with moto[server]==$MOTO_VERSION and awscli" >&2
+  mkdir -p "$LITEMAAS_TEST_HOME"
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+  "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" awscli
+fi
+
+echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1)" >&2
