@@ -30,6 +30,9 @@ pub use s3::S3Server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The LiteMaaS-like sample schema and data (see [`PgCluster::seed_sample`]).
+pub const SAMPLE_SQL: &str = include_str!("../sql/litemaas_sample.sql");
+
 /// A name unique within this machine for a while: `<prefix>-<pid>-<counter>`, lower case.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -193,6 +193,34 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs an SQL script fed on standard input (`psql -v ON_ERROR_STOP=1 --single-transaction`).
+    pub fn run_script(&self, db: &str, script: &[u8]) -> Result<String> {
+        use std::io::Write;
+        let mut child = self
+            .command("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run psql")?;
+        let mut stdin = child.stdin.take().context("psql stdin")?;
+        let script = script.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&script));
+        let out = child.wait_with_output()?;
+        let _ = writer.join();
+        if !out.status.success() {
+            bail!("psql script on {db} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Fills `db` with the LiteMaaS-like sample: jsonb, arrays, bytea, numeric, timestamptz,
+    /// unicode text, a sequence, a view, a function, a trigger and a partitioned table.
+    pub fn seed_sample(&self, db: &str) -> Result<()> {
+        self.run_script(db, crate::SAMPLE_SQL.as_bytes()).map(drop)
+    }
+
     /// `pg_dump` of `db` with the per-run `\restrict` key lines removed, for comparing two
     /// databases for equality.
     pub fn dump_for_comparison(&self, db: &str) -> Result<String> {

@@ -1,0 +1,47 @@
+//! Logs: warnings (or more with -v) on stderr; everything from `info` up appended to the log
+//! file, with UTC time stamps. `LITEMAAS_LOG` overrides the filter (`debug`, `litemaas=trace`).
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// Sets up logging for the process.
+pub fn init(verbose: u8, log_file: Option<&Path>) -> Result<()> {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = |default: &str| {
+        EnvFilter::try_from_env("LITEMAAS_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},aws=warn,hyper=warn")))
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_filter(filter(level));
+    let file = match log_file {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Mutex::new(file))
+                    .with_ansi(false)
+                    .with_filter(filter(if verbose > 1 { "debug" } else { "info" })),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(stderr).with(file).init();
+    Ok(())
+}

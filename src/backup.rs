@@ -1,0 +1,250 @@
+//! One database backup: dump → compress → multipart upload → check the dump → complete →
+//! integrity record. The object appears at its key only when the dump is proven good; on any
+//! failure or cancellation the upload is aborted and nothing is left behind.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use litemaas_dump::{CompressOptions, Compression, DumpSource, Encoded};
+use litemaas_s3::{ObjectStore, UploadOptions, UploadWriter};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::{dump_key, record_key, IntegrityRecord, RECORD_FORMAT};
+
+/// How a backup is taken.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Key prefix (default `litemaas-backups`).
+    pub prefix: String,
+    /// Codec (default gzip level 6).
+    pub compression: Compression,
+    /// Compression threads and block size.
+    pub compress: CompressOptions,
+    /// Part size and parts in flight.
+    pub upload: UploadOptions,
+    /// The run's time stamp, which names the object (passed in, never read inside).
+    pub now: jiff::Timestamp,
+}
+
+impl BackupOptions {
+    /// The defaults, for a run at `now`.
+    pub fn new(now: jiff::Timestamp) -> Self {
+        Self {
+            prefix: "litemaas-backups".into(),
+            compression: Compression::default(),
+            compress: CompressOptions::default(),
+            upload: UploadOptions::default(),
+            now,
+        }
+    }
+}
+
+/// What a successful backup stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The dump object's key.
+    pub key: String,
+    /// Its integrity record's key.
+    pub record_key: String,
+    /// The store, e.g. `s3://bucket`.
+    pub store: String,
+    /// The object's size.
+    pub bytes: u64,
+    /// The uncompressed dump's size.
+    pub raw_bytes: u64,
+    /// SHA-256 of the object.
+    pub sha256: String,
+    /// The codec's name.
+    pub compression: &'static str,
+    /// Upload parts.
+    pub parts: u32,
+    /// Wall time of the whole backup.
+    pub duration_ms: u64,
+    /// The full record as stored.
+    pub record: IntegrityRecord,
+}
+
+/// Why a backup failed. In every case nothing was left at the dump's key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The store could not be used before the dump started (missing bucket, no access, …).
+    #[error("the backup store is not usable: {0}")]
+    StoreUnusable(#[source] litemaas_s3::Error),
+    /// An object already exists at the key; it is never overwritten.
+    #[error("{store}: {key} already exists; not overwriting it")]
+    Exists {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// The dump failed; the upload was aborted.
+    #[error("{source_name} failed; the upload was aborted and nothing was stored: {source}")]
+    Dump {
+        /// The source's description.
+        source_name: String,
+        /// The cause.
+        #[source]
+        source: litemaas_dump::Error,
+    },
+    /// Storing the dump failed; the upload was aborted.
+    #[error("storing {key} failed; the upload was aborted: {source}")]
+    Upload {
+        /// The key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: litemaas_s3::Error,
+    },
+    /// The dump is stored but its integrity record is not, so it does not count as a backup.
+    #[error("{key} was stored but its integrity record {record_key} could not be written: {source}")]
+    Record {
+        /// The dump's key.
+        key: String,
+        /// The record's key.
+        record_key: String,
+        /// The cause.
+        #[source]
+        source: litemaas_s3::Error,
+    },
+    /// The backup was cancelled (signal); the upload was aborted.
+    #[error("backup to {key} cancelled; the upload was aborted")]
+    Cancelled {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Takes one backup of `source` into `store`.
+///
+/// # Errors
+/// See [`BackupError`]: whatever fails, the multipart upload is aborted and no object is
+/// visible at the dump's key, except for [`BackupError::Record`].
+pub async fn run(
+    source: &dyn DumpSource,
+    store: &dyn ObjectStore,
+    options: &BackupOptions,
+    cancel: &CancellationToken,
+) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    let started_at = jiff::Timestamp::now();
+    store.check().await.map_err(BackupError::StoreUnusable)?;
+    let key = dump_key(&options.prefix, options.now, options.compression);
+    match store.head(&key).await {
+        Ok(_) => return Err(BackupError::Exists { store: store.describe(), key }),
+        Err(litemaas_s3::Error::NotFound { .. }) => {}
+        Err(e) => return Err(BackupError::StoreUnusable(e)),
+    }
+    tracing::info!(source = source.describe(), store = store.describe(), key, "backup started");
+
+    let upload_err = |source| BackupError::Upload { key: key.clone(), source };
+    let upload = store.put_multipart(&key).await.map_err(upload_err)?;
+    let mut writer = UploadWriter::new(upload, options.upload.clone());
+    let source_name = |_: ()| source.describe();
+
+    let dump = match source.start().await {
+        Ok(dump) => dump,
+        Err(e) => {
+            abort(writer).await;
+            return Err(BackupError::Dump { source_name: source_name(()), source: e });
+        }
+    };
+    let mut encoded = Encoded::new(dump.reader, options.compression, options.compress);
+    let completion = dump.completion;
+
+    // Stream every chunk into the upload. A write error has already aborted the upload.
+    loop {
+        let next: Option<std::io::Result<Bytes>> = tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                abort(writer).await;
+                return Err(BackupError::Cancelled { key });
+            }
+            next = encoded.next() => next,
+        };
+        match next {
+            Some(Ok(chunk)) => writer.write(chunk).await.map_err(upload_err)?,
+            Some(Err(e)) => {
+                abort(writer).await;
+                // The read failed; the dump's own verdict (exit status, stderr) says more.
+                let cause = match completion.await {
+                    Err(dump_error) => dump_error,
+                    Ok(_) => litemaas_dump::Error::Io { context: "reading the dump".into(), source: e },
+                };
+                return Err(BackupError::Dump { source_name: source_name(()), source: cause });
+            }
+            None => break,
+        }
+    }
+
+    // The bytes ended: only the dump's verdict decides whether they are a backup.
+    let verdict = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            abort(writer).await;
+            return Err(BackupError::Cancelled { key });
+        }
+        verdict = completion => verdict,
+    };
+    let info = match verdict {
+        Ok(info) => info,
+        Err(e) => {
+            abort(writer).await;
+            return Err(BackupError::Dump { source_name: source_name(()), source: e });
+        }
+    };
+    let Some(summary) = encoded.summary() else {
+        abort(writer).await;
+        let e = std::io::Error::other("the compressed stream did not end");
+        return Err(BackupError::Dump { source_name: source_name(()), source: litemaas_dump::Error::Io { context: "encoding".into(), source: e } });
+    };
+    let uploaded = writer.finish().await.map_err(upload_err)?;
+
+    let record = IntegrityRecord {
+        format: RECORD_FORMAT,
+        key: key.clone(),
+        sha256: summary.sha256.clone(),
+        stored_bytes: summary.stored_bytes,
+        raw_bytes: summary.raw_bytes,
+        compression: options.compression,
+        parts: uploaded.parts,
+        dump: info,
+        started_at,
+        finished_at: jiff::Timestamp::now(),
+        tool: concat!("litemaas-backup ", env!("CARGO_PKG_VERSION")).to_owned(),
+    };
+    let record_key = record_key(&key);
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| BackupError::Record {
+        key: key.clone(),
+        record_key: record_key.clone(),
+        source: litemaas_s3::Error::Config(format!("serialising the record: {e}")),
+    })?;
+    store
+        .put(&record_key, Bytes::from(json))
+        .await
+        .map_err(|source| BackupError::Record { key: key.clone(), record_key: record_key.clone(), source })?;
+
+    let report = BackupReport {
+        key,
+        record_key,
+        store: store.describe(),
+        bytes: summary.stored_bytes,
+        raw_bytes: summary.raw_bytes,
+        sha256: summary.sha256,
+        compression: options.compression.name(),
+        parts: uploaded.parts,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        record,
+    };
+    tracing::info!(key = report.key, bytes = report.bytes, sha256 = report.sha256, "backup complete");
+    Ok(report)
+}
+
+async fn abort(writer: UploadWriter) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(error = %e, "could not abort the upload; litemaas-prune will remove it");
+    }
+}
