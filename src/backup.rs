@@ -11,7 +11,7 @@ use litemaas_s3::{ObjectStore, UploadOptions, UploadWriter};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::record::{dump_key, record_key, IntegrityRecord, RECORD_FORMAT};
+use crate::record::{IntegrityRecord, RECORD_FORMAT, dump_key, record_key};
 
 /// How a backup is taken.
 #[derive(Debug, Clone)]
@@ -66,12 +66,13 @@ pub struct BackupReport {
     pub record: IntegrityRecord,
 }
 
-/// Why a backup failed. In every case nothing was left at the dump's key.
+/// Why a backup failed. In every case but [`BackupError::Record`] nothing was left at the
+/// dump's key. Print the whole chain (`{:#}` with anyhow) to see the cause.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
     /// The store could not be used before the dump started (missing bucket, no access, …).
-    #[error("the backup store is not usable: {0}")]
+    #[error("the backup store is not usable")]
     StoreUnusable(#[source] litemaas_s3::Error),
     /// An object already exists at the key; it is never overwritten.
     #[error("{store}: {key} already exists; not overwriting it")]
@@ -82,7 +83,7 @@ pub enum BackupError {
         key: String,
     },
     /// The dump failed; the upload was aborted.
-    #[error("{source_name} failed; the upload was aborted and nothing was stored: {source}")]
+    #[error("backup of {source_name} failed; the upload was aborted and nothing was stored")]
     Dump {
         /// The source's description.
         source_name: String,
@@ -91,7 +92,7 @@ pub enum BackupError {
         source: litemaas_dump::Error,
     },
     /// Storing the dump failed; the upload was aborted.
-    #[error("storing {key} failed; the upload was aborted: {source}")]
+    #[error("storing {key} failed; the upload was aborted")]
     Upload {
         /// The key.
         key: String,
@@ -100,7 +101,7 @@ pub enum BackupError {
         source: litemaas_s3::Error,
     },
     /// The dump is stored but its integrity record is not, so it does not count as a backup.
-    #[error("{key} was stored but its integrity record {record_key} could not be written: {source}")]
+    #[error("{key} was stored but its integrity record {record_key} could not be written")]
     Record {
         /// The dump's key.
         key: String,
@@ -134,13 +135,26 @@ pub async fn run(
     store.check().await.map_err(BackupError::StoreUnusable)?;
     let key = dump_key(&options.prefix, options.now, options.compression);
     match store.head(&key).await {
-        Ok(_) => return Err(BackupError::Exists { store: store.describe(), key }),
+        Ok(_) => {
+            return Err(BackupError::Exists {
+                store: store.describe(),
+                key,
+            });
+        }
         Err(litemaas_s3::Error::NotFound { .. }) => {}
         Err(e) => return Err(BackupError::StoreUnusable(e)),
     }
-    tracing::info!(source = source.describe(), store = store.describe(), key, "backup started");
+    tracing::info!(
+        source = source.describe(),
+        store = store.describe(),
+        key,
+        "backup started"
+    );
 
-    let upload_err = |source| BackupError::Upload { key: key.clone(), source };
+    let upload_err = |source| BackupError::Upload {
+        key: key.clone(),
+        source,
+    };
     let upload = store.put_multipart(&key).await.map_err(upload_err)?;
     let mut writer = UploadWriter::new(upload, options.upload.clone());
     let source_name = |_: ()| source.describe();
@@ -149,7 +163,10 @@ pub async fn run(
         Ok(dump) => dump,
         Err(e) => {
             abort(writer).await;
-            return Err(BackupError::Dump { source_name: source_name(()), source: e });
+            return Err(BackupError::Dump {
+                source_name: source_name(()),
+                source: e,
+            });
         }
     };
     let mut encoded = Encoded::new(dump.reader, options.compression, options.compress);
@@ -172,9 +189,15 @@ pub async fn run(
                 // The read failed; the dump's own verdict (exit status, stderr) says more.
                 let cause = match completion.await {
                     Err(dump_error) => dump_error,
-                    Ok(_) => litemaas_dump::Error::Io { context: "reading the dump".into(), source: e },
+                    Ok(_) => litemaas_dump::Error::Io {
+                        context: "reading the dump".into(),
+                        source: e,
+                    },
                 };
-                return Err(BackupError::Dump { source_name: source_name(()), source: cause });
+                return Err(BackupError::Dump {
+                    source_name: source_name(()),
+                    source: cause,
+                });
             }
             None => break,
         }
@@ -193,13 +216,22 @@ pub async fn run(
         Ok(info) => info,
         Err(e) => {
             abort(writer).await;
-            return Err(BackupError::Dump { source_name: source_name(()), source: e });
+            return Err(BackupError::Dump {
+                source_name: source_name(()),
+                source: e,
+            });
         }
     };
     let Some(summary) = encoded.summary() else {
         abort(writer).await;
         let e = std::io::Error::other("the compressed stream did not end");
-        return Err(BackupError::Dump { source_name: source_name(()), source: litemaas_dump::Error::Io { context: "encoding".into(), source: e } });
+        return Err(BackupError::Dump {
+            source_name: source_name(()),
+            source: litemaas_dump::Error::Io {
+                context: "encoding".into(),
+                source: e,
+            },
+        });
     };
     let uploaded = writer.finish().await.map_err(upload_err)?;
 
@@ -225,7 +257,11 @@ pub async fn run(
     store
         .put(&record_key, Bytes::from(json))
         .await
-        .map_err(|source| BackupError::Record { key: key.clone(), record_key: record_key.clone(), source })?;
+        .map_err(|source| BackupError::Record {
+            key: key.clone(),
+            record_key: record_key.clone(),
+            source,
+        })?;
 
     let report = BackupReport {
         key,
@@ -239,7 +275,12 @@ pub async fn run(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         record,
     };
-    tracing::info!(key = report.key, bytes = report.bytes, sha256 = report.sha256, "backup complete");
+    tracing::info!(
+        key = report.key,
+        bytes = report.bytes,
+        sha256 = report.sha256,
+        "backup complete"
+    );
     Ok(report)
 }
 

@@ -42,8 +42,16 @@ pub struct IntegrityRecord {
 /// The key of the dump taken at `at`: `<prefix>/database-YYYYMMDD-HHMMSS.sql<ext>` (UTC).
 pub fn dump_key(prefix: &str, at: jiff::Timestamp, compression: Compression) -> String {
     let prefix = prefix.trim_end_matches('/');
-    let name = format!("database-{}.sql{}", at.strftime("%Y%m%d-%H%M%S"), compression.extension());
-    if prefix.is_empty() { name } else { format!("{prefix}/{name}") }
+    let name = format!(
+        "database-{}.sql{}",
+        at.strftime("%Y%m%d-%H%M%S"),
+        compression.extension()
+    );
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
 }
 
 /// The key of the record of the dump at `dump_key`.
@@ -63,8 +71,17 @@ mod tests {
         let at = jiff::Timestamp::from_second(1_765_863_536).unwrap(); // 2025-12-16 05:38:56 UTC
         let key = dump_key("litemaas-backups/", at, Compression::default());
         assert_eq!(key, "litemaas-backups/database-20251216-053856.sql.gz");
-        assert_eq!(record_key(&key), "litemaas-backups/records/database-20251216-053856.sql.gz.json");
-        assert_eq!(dump_key("", at, Compression::Zstd { level: 3 }), "database-20251216-053856.sql.zst");
-        assert_eq!(dump_key("p", at, Compression::None), "p/database-20251216-053856.sql");
+        assert_eq!(
+            record_key(&key),
+            "litemaas-backups/records/database-20251216-053856.sql.gz.json"
+        );
+        assert_eq!(
+            dump_key("", at, Compression::Zstd { level: 3 }),
+            "database-20251216-053856.sql.zst"
+        );
+        assert_eq!(
+            dump_key("p", at, Compression::None),
+            "p/database-20251216-053856.sql"
+        );
     }
 }

@@ -13,19 +13,29 @@ use litemaas_backup::dump::Compression;
 pub struct Args {
     /// Database URL (postgres://user@host:port/db). Prefer the environment variable or
     /// ~/.pgpass for the password. Without it, libpq's PG* environment is used.
-    #[arg(long, env = "LITEMAAS_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "LITEMAAS_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub database_url: Option<String>,
 
     /// S3 bucket; without it the backup goes to the local directory --dest.
     #[arg(long, env = "LITEMAAS_BUCKET")]
     pub bucket: Option<String>,
 
-    /// Key prefix in the bucket or directory.
-    #[arg(long, env = "LITEMAAS_PREFIX", default_value = "litemaas-backups")]
-    pub prefix: String,
+    /// Key prefix in the bucket [default: litemaas-backups]; none in a local --dest.
+    #[arg(long, env = "LITEMAAS_PREFIX")]
+    pub prefix: Option<String>,
 
     /// Local directory used when no bucket is given.
-    #[arg(long, env = "LITEMAAS_DEST", default_value = "litemaas-backups", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "LITEMAAS_DEST",
+        default_value = "litemaas-backups",
+        value_name = "DIR"
+    )]
     pub dest: PathBuf,
 
     /// gzip[:1-9], zstd[:1-19] or none.
@@ -57,7 +67,12 @@ pub struct Args {
     pub parallel_parts: u32,
 
     /// The pg_dump program (match the server's major version or newer).
-    #[arg(long, env = "LITEMAAS_PG_DUMP", default_value = "pg_dump", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "LITEMAAS_PG_DUMP",
+        default_value = "pg_dump",
+        value_name = "PATH"
+    )]
     pub pg_dump: PathBuf,
 
     /// Print one JSON object describing the backup on stdout.

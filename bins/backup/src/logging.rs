@@ -6,10 +6,13 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
+
+/// Events with this target go to the log file only (the binary prints its own line on stderr).
+pub const FILE_ONLY: &str = "litemaas_backup::file_only";
 
 /// Sets up logging for the process.
 pub fn init(verbose: u8, log_file: Option<&Path>) -> Result<()> {
@@ -19,13 +22,20 @@ pub fn init(verbose: u8, log_file: Option<&Path>) -> Result<()> {
         _ => "debug",
     };
     let filter = |default: &str| {
-        EnvFilter::try_from_env("LITEMAAS_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},aws=warn,hyper=warn")))
+        EnvFilter::try_from_env("LITEMAAS_LOG").unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{default},aws_config=error,aws_smithy_runtime=error,aws_sdk_s3=error,hyper=warn"
+            ))
+        })
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
-        .with_filter(filter(level));
+        .with_filter(filter(level))
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() != FILE_ONLY
+        }));
     let file = match log_file {
         Some(path) => {
             let file = OpenOptions::new()
@@ -42,6 +52,9 @@ pub fn init(verbose: u8, log_file: Option<&Path>) -> Result<()> {
         }
         None => None,
     };
-    tracing_subscriber::registry().with(stderr).with(file).init();
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .init();
     Ok(())
 }

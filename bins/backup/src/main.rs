@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!("backup failed: {e:#}");
+            tracing::error!(target: logging::FILE_ONLY, "backup failed: {e:#}");
             eprintln!("litemaas-backup: error: {e:#}");
             ExitCode::FAILURE
         }

@@ -43,7 +43,12 @@ async fn store(args: &Args) -> Result<Arc<dyn ObjectStore>> {
 
 fn options(args: &Args, now: jiff::Timestamp) -> BackupOptions {
     let mut options = BackupOptions::new(now);
-    options.prefix.clone_from(&args.prefix);
+    // In a bucket the prefix keeps the original layout; a local --dest is already its own place.
+    options.prefix = match (&args.prefix, &args.bucket) {
+        (Some(prefix), _) => prefix.clone(),
+        (None, Some(_)) => "litemaas-backups".into(),
+        (None, None) => String::new(),
+    };
     options.compression = args.compression;
     options.compress = CompressOptions {
         threads: args.threads.unwrap_or(CompressOptions::default().threads),
@@ -62,8 +67,11 @@ fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         tokio::select! {

@@ -10,8 +10,8 @@ use std::str::FromStr;
 use async_compression::tokio::bufread::ZstdEncoder;
 use bytes::{Bytes, BytesMut};
 use flate2::{Compress, FlushCompress, Status};
-use futures::stream::{BoxStream, FuturesOrdered};
 use futures::StreamExt;
+use futures::stream::{BoxStream, FuturesOrdered};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio_util::io::ReaderStream;
 
@@ -77,24 +77,33 @@ impl FromStr for Compression {
             Some((n, l)) => (n, Some(l)),
             None => (s, None),
         };
-        let bad_level = |range: &str| format!("compression level {:?} is not in {range}", level.unwrap_or(""));
+        let bad_level = |range: &str| {
+            format!(
+                "compression level {:?} is not in {range}",
+                level.unwrap_or("")
+            )
+        };
         match name.to_ascii_lowercase().as_str() {
             "gzip" | "gz" => {
-                let level = level.map_or(Ok(6), |l| l.parse::<u32>().map_err(|_| bad_level("1..=9")))?;
+                let level =
+                    level.map_or(Ok(6), |l| l.parse::<u32>().map_err(|_| bad_level("1..=9")))?;
                 if !(1..=9).contains(&level) {
                     return Err(bad_level("1..=9"));
                 }
                 Ok(Compression::Gzip { level })
             }
             "zstd" | "zst" => {
-                let level = level.map_or(Ok(3), |l| l.parse::<i32>().map_err(|_| bad_level("1..=19")))?;
+                let level =
+                    level.map_or(Ok(3), |l| l.parse::<i32>().map_err(|_| bad_level("1..=19")))?;
                 if !(1..=19).contains(&level) {
                     return Err(bad_level("1..=19"));
                 }
                 Ok(Compression::Zstd { level })
             }
             "none" if level.is_none() => Ok(Compression::None),
-            _ => Err(format!("unknown compression {s:?}: use gzip[:1-9], zstd[:1-19] or none")),
+            _ => Err(format!(
+                "unknown compression {s:?}: use gzip[:1-9], zstd[:1-19] or none"
+            )),
         }
     }
 }
@@ -111,7 +120,9 @@ pub struct CompressOptions {
 impl Default for CompressOptions {
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             block_size: 1024 * 1024,
         }
     }
@@ -119,7 +130,11 @@ impl Default for CompressOptions {
 
 /// Compresses `reader` as a stream of chunks. Memory is bounded: at most `threads + 2` blocks
 /// for gzip, a few hundred KiB for zstd and none.
-pub fn compress<R>(reader: R, compression: Compression, options: CompressOptions) -> BoxStream<'static, io::Result<Bytes>>
+pub fn compress<R>(
+    reader: R,
+    compression: Compression,
+    options: CompressOptions,
+) -> BoxStream<'static, io::Result<Bytes>>
 where
     R: AsyncRead + Send + Unpin + 'static,
 {
@@ -148,7 +163,11 @@ struct Block {
     len: u64,
 }
 
-fn gzip_blocks<R>(mut reader: R, level: u32, options: CompressOptions) -> BoxStream<'static, io::Result<Bytes>>
+fn gzip_blocks<R>(
+    mut reader: R,
+    level: u32,
+    options: CompressOptions,
+) -> BoxStream<'static, io::Result<Bytes>>
 where
     R: AsyncRead + Send + Unpin + 'static,
 {
@@ -166,12 +185,18 @@ where
             let mut dict: Option<Bytes> = None;
             let mut pending = read_block(&mut reader, block_size).await?;
             loop {
-                let next = if pending.is_empty() { Bytes::new() } else { read_block(&mut reader, block_size).await? };
+                let next = if pending.is_empty() {
+                    Bytes::new()
+                } else {
+                    read_block(&mut reader, block_size).await?
+                };
                 let last = next.is_empty();
                 let input = std::mem::replace(&mut pending, next);
                 let window = input.slice(input.len().saturating_sub(WINDOW)..);
                 let prime = dict.replace(window);
-                jobs.push_back(tokio::task::spawn_blocking(move || deflate_block(&input, prime.as_deref(), level, last)));
+                jobs.push_back(tokio::task::spawn_blocking(move || {
+                    deflate_block(&input, prime.as_deref(), level, last)
+                }));
                 while jobs.len() >= threads || (last && !jobs.is_empty()) {
                     let Some(done) = jobs.next().await else { break };
                     let block = done.map_err(io::Error::other)??;
@@ -199,7 +224,9 @@ where
     tokio_stream_from(rx)
 }
 
-fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> BoxStream<'static, io::Result<Bytes>> {
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+) -> BoxStream<'static, io::Result<Bytes>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
@@ -222,10 +249,16 @@ fn deflate_block(input: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> i
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
     let mut out = Vec::with_capacity(input.len() / 2 + 1024);
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     loop {
         let consumed = usize::try_from(c.total_in()).map_err(io::Error::other)?;
-        let status = c.compress_vec(&input[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
         let all_in = c.total_in() as usize == input.len();
         match status {
             Status::StreamEnd => break,
@@ -234,7 +267,11 @@ fn deflate_block(input: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> i
             Status::Ok | Status::BufError => out.reserve(out.capacity().max(64 * 1024)),
         }
     }
-    Ok(Block { deflate: out, crc, len: input.len() as u64 })
+    Ok(Block {
+        deflate: out,
+        crc,
+        len: input.len() as u64,
+    })
 }
 
 #[cfg(test)]
@@ -249,7 +286,14 @@ mod tests {
         let mut out = Vec::with_capacity(len);
         let mut i: u64 = 0;
         while out.len() < len {
-            out.extend_from_slice(format!("INSERT INTO t VALUES ({i}, 'row {}', {});\n", i * 7919 % 1000, i % 13).as_bytes());
+            out.extend_from_slice(
+                format!(
+                    "INSERT INTO t VALUES ({i}, 'row {}', {});\n",
+                    i * 7919 % 1000,
+                    i % 13
+                )
+                .as_bytes(),
+            );
             i += 1;
         }
         out.truncate(len);
@@ -258,7 +302,14 @@ mod tests {
 
     async fn gzip(data: &[u8], threads: usize, block: usize) -> Vec<u8> {
         let reader = std::io::Cursor::new(data.to_vec());
-        let stream = compress(reader, Compression::Gzip { level: 6 }, CompressOptions { threads, block_size: block });
+        let stream = compress(
+            reader,
+            Compression::Gzip { level: 6 },
+            CompressOptions {
+                threads,
+                block_size: block,
+            },
+        );
         collect(stream).await
     }
 
@@ -270,13 +321,20 @@ mod tests {
     fn gunzip_single_member(gz: &[u8]) -> Vec<u8> {
         // GzDecoder reads exactly one member: proof that the output is one standard member.
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
     #[tokio::test]
     async fn parallel_gzip_is_one_standard_member() {
-        for (len, threads, block) in [(0, 2, WINDOW), (1, 2, WINDOW), (WINDOW * 5 + 17, 3, WINDOW), (3_000_000, 2, 1 << 20)] {
+        for (len, threads, block) in [
+            (0, 2, WINDOW),
+            (1, 2, WINDOW),
+            (WINDOW * 5 + 17, 3, WINDOW),
+            (3_000_000, 2, 1 << 20),
+        ] {
             let data = sample(len);
             let gz = gzip(&data, threads, block).await;
             assert_eq!(&gz[..2], &[0x1f, 0x8b]);
@@ -297,11 +355,24 @@ mod tests {
     #[tokio::test]
     async fn zstd_and_none_round_trip() {
         let data = sample(500_000);
-        let zst = collect(compress(std::io::Cursor::new(data.clone()), Compression::Zstd { level: 3 }, CompressOptions::default())).await;
+        let zst = collect(compress(
+            std::io::Cursor::new(data.clone()),
+            Compression::Zstd { level: 3 },
+            CompressOptions::default(),
+        ))
+        .await;
         let mut out = Vec::new();
-        async_compression::tokio::bufread::ZstdDecoder::new(&zst[..]).read_to_end(&mut out).await.unwrap();
+        async_compression::tokio::bufread::ZstdDecoder::new(&zst[..])
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
         assert_eq!(out, data);
-        let raw = collect(compress(std::io::Cursor::new(data.clone()), Compression::None, CompressOptions::default())).await;
+        let raw = collect(compress(
+            std::io::Cursor::new(data.clone()),
+            Compression::None,
+            CompressOptions::default(),
+        ))
+        .await;
         assert_eq!(raw, data);
     }
 

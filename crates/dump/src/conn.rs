@@ -23,7 +23,10 @@ impl PgConnection {
     /// # Errors
     /// [`Error::InvalidUrl`] naming the URL with its password hidden.
     pub fn parse(raw: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl { url: redact(raw), reason: reason.to_owned() };
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: redact(raw),
+            reason: reason.to_owned(),
+        };
         let mut url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(invalid("the scheme must be postgres:// or postgresql://"));
@@ -33,9 +36,13 @@ impl PgConnection {
             .map(|p| percent_decode(p).map(Secret::new))
             .transpose()
             .map_err(|()| invalid("the password is not valid percent-encoded UTF-8"))?;
-        url.set_password(None).map_err(|()| invalid("cannot remove the password"))?;
+        url.set_password(None)
+            .map_err(|()| invalid("cannot remove the password"))?;
         // A password may also hide in the query string; move it out too.
-        let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         if pairs.iter().any(|(k, _)| k == "password") {
             let mut kept = Vec::new();
             for (k, v) in pairs {
@@ -66,12 +73,20 @@ impl PgConnection {
     /// The database name in the URL's path, if any (libpq then defaults to the user name).
     pub fn database(&self) -> Option<String> {
         let path = self.url.path().trim_start_matches('/');
-        if path.is_empty() { None } else { percent_decode(path).ok() }
+        if path.is_empty() {
+            None
+        } else {
+            percent_decode(path).ok()
+        }
     }
 
     /// `host:port` for messages.
     pub fn host_port(&self) -> String {
-        let host = self.url.host_str().filter(|h| !h.is_empty()).unwrap_or("local socket");
+        let host = self
+            .url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .unwrap_or("local socket");
         match self.url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
@@ -126,11 +141,20 @@ pub fn redact(raw: &str) -> String {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
             }
-            let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
             if pairs.iter().any(|(k, _)| k == "password") {
                 url.set_query(None);
                 url.query_pairs_mut()
-                    .extend_pairs(pairs.into_iter().map(|(k, v)| if k == "password" { (k, "***".into()) } else { (k, v) }));
+                    .extend_pairs(pairs.into_iter().map(|(k, v)| {
+                        if k == "password" {
+                            (k, "***".into())
+                        } else {
+                            (k, v)
+                        }
+                    }));
             }
             url.to_string()
         }
@@ -144,8 +168,13 @@ mod tests {
 
     #[test]
     fn the_password_is_taken_out_of_the_url() {
-        let c = PgConnection::parse("postgres://app:s%40cret@db.example:5433/litemaas?sslmode=require").unwrap();
-        assert_eq!(c.url_without_password(), "postgres://app@db.example:5433/litemaas?sslmode=require");
+        let c =
+            PgConnection::parse("postgres://app:s%40cret@db.example:5433/litemaas?sslmode=require")
+                .unwrap();
+        assert_eq!(
+            c.url_without_password(),
+            "postgres://app@db.example:5433/litemaas?sslmode=require"
+        );
         assert_eq!(c.password().unwrap().expose(), "s@cret");
         assert_eq!(c.database().as_deref(), Some("litemaas"));
         assert_eq!(c.host_port(), "db.example:5433");
@@ -157,12 +186,19 @@ mod tests {
     fn a_password_in_the_query_is_taken_out_too() {
         let c = PgConnection::parse("postgresql://app@h/db?password=p4ss&sslmode=disable").unwrap();
         assert_eq!(c.password().unwrap().expose(), "p4ss");
-        assert_eq!(c.url_without_password(), "postgresql://app@h/db?sslmode=disable");
+        assert_eq!(
+            c.url_without_password(),
+            "postgresql://app@h/db?sslmode=disable"
+        );
     }
 
     #[test]
     fn bad_urls_are_named_without_their_password() {
-        for raw in ["mysql://u:topsecret@h/db", "postgres://u:topsecret@h:notaport/db", "host=h password=topsecret"] {
+        for raw in [
+            "mysql://u:topsecret@h/db",
+            "postgres://u:topsecret@h:notaport/db",
+            "host=h password=topsecret",
+        ] {
             let err = PgConnection::parse(raw).unwrap_err().to_string();
             assert!(err.starts_with("invalid database URL"), "{err}");
             assert!(!err.contains("topsecret"), "{err}");
@@ -172,7 +208,10 @@ mod tests {
     #[test]
     fn redact_hides_passwords() {
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db?password=pw"), "postgres://u@h/db?password=***");
+        assert_eq!(
+            redact("postgres://u@h/db?password=pw"),
+            "postgres://u@h/db?password=***"
+        );
         assert_eq!(redact("pw only"), "<not a URL>");
     }
 }

@@ -2,17 +2,17 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::Stream;
+use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{compress, CompressOptions, Compression};
+use crate::{CompressOptions, Compression, compress};
 
 /// Sizes and digest of what was stored, known once the stream has ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,10 +52,24 @@ pub struct Encoded {
 
 impl Encoded {
     /// Starts compressing `reader`.
-    pub fn new(reader: impl AsyncRead + Send + Unpin + 'static, compression: Compression, options: CompressOptions) -> Self {
+    pub fn new(
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        compression: Compression,
+        options: CompressOptions,
+    ) -> Self {
         let raw = Arc::new(AtomicU64::new(0));
-        let counting = Counting { inner: reader, count: raw.clone() };
-        Self { inner: compress(counting, compression, options), raw, stored: 0, hasher: Sha256::new(), ended: false, compression }
+        let counting = Counting {
+            inner: reader,
+            count: raw.clone(),
+        };
+        Self {
+            inner: compress(counting, compression, options),
+            raw,
+            stored: 0,
+            hasher: Sha256::new(),
+            ended: false,
+            compression,
+        }
     }
 
     /// The codec in use.
@@ -113,10 +127,15 @@ struct Counting<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.count.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        self.count
+            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
         result
     }
 }

@@ -4,6 +4,7 @@
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can go wrong producing a dump. None of the variants ever holds a password.
+/// Causes are exposed through [`std::error::Error::source`], not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,7 +17,7 @@ pub enum Error {
         reason: String,
     },
     /// The dump program could not be started.
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}")]
     Spawn {
         /// The program, e.g. `pg_dump`.
         program: String,
@@ -43,7 +44,7 @@ pub enum Error {
         reason: String,
     },
     /// Reading the dump, or compressing it, failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -55,6 +56,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

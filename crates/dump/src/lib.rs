@@ -40,8 +40,8 @@ mod secret;
 mod source;
 pub mod tap;
 
-pub use compress::{compress, CompressOptions, Compression};
-pub use conn::{redact, PgConnection};
+pub use compress::{CompressOptions, Compression, compress};
+pub use conn::{PgConnection, redact};
 pub use encode::{EncodeSummary, Encoded};
 pub use error::{Error, Result};
 pub use pg::PgDump;

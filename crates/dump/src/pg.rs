@@ -29,13 +29,21 @@ pub struct PgDump {
 impl PgDump {
     /// A dump of the database `conn` points at, with `pg_dump` from `PATH`.
     pub fn new(conn: PgConnection) -> Self {
-        Self { conn: Some(conn), program: "pg_dump".into(), extra_args: Vec::new() }
+        Self {
+            conn: Some(conn),
+            program: "pg_dump".into(),
+            extra_args: Vec::new(),
+        }
     }
 
     /// A dump of the database libpq's environment names (`PGHOST`, `PGPORT`, `PGUSER`,
     /// `PGDATABASE`, `PGPASSFILE`/`~/.pgpass`, `PGSERVICE`, …).
     pub fn from_libpq_env() -> Self {
-        Self { conn: None, program: "pg_dump".into(), extra_args: Vec::new() }
+        Self {
+            conn: None,
+            program: "pg_dump".into(),
+            extra_args: Vec::new(),
+        }
     }
 
     /// Uses this `pg_dump` binary (match the server's major version or newer).
@@ -74,7 +82,8 @@ impl DumpSource for PgDump {
         match &self.conn {
             Some(conn) => format!(
                 "pg_dump of {} on {}",
-                conn.database().unwrap_or_else(|| "the default database".into()),
+                conn.database()
+                    .unwrap_or_else(|| "the default database".into()),
                 conn.host_port()
             ),
             None => "pg_dump of the database named by the libpq environment".into(),
@@ -95,22 +104,37 @@ impl DumpSource for PgDump {
         if let Some(password) = self.conn.as_ref().and_then(PgConnection::password) {
             cmd.env("PGPASSWORD", password.expose());
         }
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn { program: self.program_name(), source })?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: self.program_name(),
+            source,
+        })?;
         let program = self.program_name();
-        let stdout = child.stdout.take().ok_or_else(|| Error::io("pg_dump stdout", std::io::Error::other("not piped")))?;
-        let stderr = child.stderr.take().ok_or_else(|| Error::io("pg_dump stderr", std::io::Error::other("not piped")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::io("pg_dump stdout", std::io::Error::other("not piped")))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| Error::io("pg_dump stderr", std::io::Error::other("not piped")))?;
         let stderr_task = tokio::spawn(collect_stderr(stderr, program.clone()));
         let (reader, seen) = Tap::new(stdout, 4096, 512);
         let database = self.database();
         let completion = async move {
-            let status = child.wait().await.map_err(|e| Error::io(format!("wait for {program}"), e))?;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| Error::io(format!("wait for {program}"), e))?;
             let stderr = stderr_task.await.unwrap_or_default();
             check_exit(&program, status, &stderr)?;
             let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
             check_complete(&program, &seen)?;
             Ok(dump_info(&seen, database))
         };
-        Ok(DumpStream { reader: Box::pin(reader), completion: Box::pin(completion) })
+        Ok(DumpStream {
+            reader: Box::pin(reader),
+            completion: Box::pin(completion),
+        })
     }
 }
 
@@ -120,14 +144,16 @@ pub(crate) async fn collect_stderr(stderr: impl AsyncRead + Unpin, program: Stri
     let mut lines = BufReader::new(stderr).lines();
     let mut kept = String::new();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::warn!(program = %program, "{line}");
+        tracing::info!(program = %program, "{line}");
         if !kept.is_empty() {
             kept.push('\n');
         }
         kept.push_str(&line);
         if kept.len() > STDERR_KEEP {
             let cut = kept.len() - STDERR_KEEP;
-            let cut = (cut..kept.len()).find(|&i| kept.is_char_boundary(i)).unwrap_or(kept.len());
+            let cut = (cut..kept.len())
+                .find(|&i| kept.is_char_boundary(i))
+                .unwrap_or(kept.len());
             kept.drain(..cut);
         }
     }
@@ -135,7 +161,11 @@ pub(crate) async fn collect_stderr(stderr: impl AsyncRead + Unpin, program: Stri
 }
 
 /// A non-zero exit or a signal is a failed dump, whatever was written.
-pub(crate) fn check_exit(program: &str, status: std::process::ExitStatus, stderr: &str) -> Result<()> {
+pub(crate) fn check_exit(
+    program: &str,
+    status: std::process::ExitStatus,
+    stderr: &str,
+) -> Result<()> {
     use std::os::unix::process::ExitStatusExt;
     if status.success() {
         return Ok(());
@@ -145,16 +175,38 @@ pub(crate) fn check_exit(program: &str, status: std::process::ExitStatus, stderr
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => status.to_string(),
     };
-    let stderr = if stderr.trim().is_empty() { "no error output".to_owned() } else { stderr.trim().to_owned() };
-    Err(Error::DumpFailed { program: program.to_owned(), status, stderr })
+    // One line: pg_dump's messages continue on tab-indented lines.
+    let stderr = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stderr = if stderr.is_empty() {
+        "no error output".to_owned()
+    } else {
+        stderr
+    };
+    Err(Error::DumpFailed {
+        program: program.to_owned(),
+        status,
+        stderr,
+    })
 }
 
 /// A plain-format dump that exited 0 must still be non-empty and end with pg_dump's marker.
 pub(crate) fn check_complete(program: &str, seen: &Tapped) -> Result<()> {
     if seen.bytes == 0 {
-        return Err(Error::Incomplete { program: program.to_owned(), reason: "it wrote nothing".into() });
+        return Err(Error::Incomplete {
+            program: program.to_owned(),
+            reason: "it wrote nothing".into(),
+        });
     }
-    if !seen.tail.windows(COMPLETE_MARKER.len()).any(|w| w == COMPLETE_MARKER) {
+    if !seen
+        .tail
+        .windows(COMPLETE_MARKER.len())
+        .any(|w| w == COMPLETE_MARKER)
+    {
         return Err(Error::Incomplete {
             program: program.to_owned(),
             reason: "the output does not end with \"-- PostgreSQL database dump complete\"".into(),
@@ -166,7 +218,10 @@ pub(crate) fn check_complete(program: &str, seen: &Tapped) -> Result<()> {
 /// Versions from the dump's header comments.
 pub(crate) fn dump_info(seen: &Tapped, database: Option<String>) -> DumpInfo {
     let head = String::from_utf8_lossy(&seen.head);
-    let find = |prefix: &str| head.lines().find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().to_owned()));
+    let find = |prefix: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
     DumpInfo {
         tool_version: find("-- Dumped by pg_dump version ").map(|v| format!("pg_dump {v}")),
         server_version: find("-- Dumped from database version "),
@@ -192,11 +247,18 @@ mod tests {
     #[test]
     fn completeness_needs_bytes_and_the_marker() {
         let mut seen = Tapped::default();
-        assert!(matches!(check_complete("pg_dump", &seen), Err(Error::Incomplete { .. })));
+        assert!(matches!(
+            check_complete("pg_dump", &seen),
+            Err(Error::Incomplete { .. })
+        ));
         seen.bytes = 10;
         seen.tail = b"COPY t FROM stdin;\n1\t2\n".to_vec();
-        assert!(matches!(check_complete("pg_dump", &seen), Err(Error::Incomplete { .. })));
-        seen.tail = b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n\n".to_vec();
+        assert!(matches!(
+            check_complete("pg_dump", &seen),
+            Err(Error::Incomplete { .. })
+        ));
+        seen.tail =
+            b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n\n".to_vec();
         assert!(check_complete("pg_dump", &seen).is_ok());
     }
 
@@ -215,9 +277,16 @@ mod tests {
     #[tokio::test]
     async fn a_failing_program_is_a_failed_dump() {
         use std::os::unix::process::ExitStatusExt;
-        let err = check_exit("pg_dump", std::process::ExitStatus::from_raw(1 << 8), "pg_dump: error: connection failed")
-            .unwrap_err();
-        assert_eq!(err.to_string(), "pg_dump failed (exit code 1): pg_dump: error: connection failed");
+        let err = check_exit(
+            "pg_dump",
+            std::process::ExitStatus::from_raw(1 << 8),
+            "pg_dump: error: connection failed",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pg_dump failed (exit code 1): pg_dump: error: connection failed"
+        );
         let err = check_exit("pg_dump", std::process::ExitStatus::from_raw(9), "").unwrap_err();
         assert!(err.to_string().contains("killed by signal 9"), "{err}");
     }

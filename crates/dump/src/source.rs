@@ -35,7 +35,10 @@ pub struct DumpStream {
 impl DumpStream {
     /// A stream whose end means success: for sources with no exit status of their own.
     pub fn from_reader(reader: impl AsyncRead + Send + 'static) -> Self {
-        Self { reader: Box::pin(reader), completion: Box::pin(async { Ok(DumpInfo::default()) }) }
+        Self {
+            reader: Box::pin(reader),
+            completion: Box::pin(async { Ok(DumpInfo::default()) }),
+        }
     }
 }
 

@@ -31,12 +31,24 @@ impl<R> Tap<R> {
     /// Wraps `inner`, keeping the first `head` and last `tail` bytes.
     pub fn new(inner: R, head: usize, tail: usize) -> (Self, Arc<Mutex<Tapped>>) {
         let seen = Arc::new(Mutex::new(Tapped::default()));
-        (Self { inner, seen: seen.clone(), head, tail }, seen)
+        (
+            Self {
+                inner,
+                seen: seen.clone(),
+                head,
+                tail,
+            },
+            seen,
+        )
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {

@@ -5,17 +5,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::Region;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use crate::{
-    validate_key, Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
+    Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
+    validate_key,
 };
 
 /// How to reach a bucket. Credentials are never part of it: they come from the standard AWS
@@ -45,7 +46,10 @@ impl Debug for S3Options {
         f.debug_struct("S3Options")
             .field("bucket", &self.bucket)
             .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url.as_deref().map(redact_url))
+            .field(
+                "endpoint_url",
+                &self.endpoint_url.as_deref().map(redact_url),
+            )
             .field("force_path_style", &self.force_path_style)
             .finish_non_exhaustive()
     }
@@ -65,7 +69,11 @@ impl S3Options {
     }
 
     fn path_style(&self) -> bool {
-        self.force_path_style || self.endpoint_url.as_deref().is_some_and(endpoint_is_local_or_ip)
+        self.force_path_style
+            || self
+                .endpoint_url
+                .as_deref()
+                .is_some_and(endpoint_is_local_or_ip)
     }
 }
 
@@ -106,7 +114,12 @@ impl S3Store {
     /// Wraps a client built by the caller.
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         let endpoint = "the S3 endpoint".to_owned();
-        Self { client, bucket: bucket.into(), endpoint, page_size: None }
+        Self {
+            client,
+            bucket: bucket.into(),
+            endpoint,
+            page_size: None,
+        }
     }
 
     /// Builds a client from the standard AWS configuration chain and `options`.
@@ -173,16 +186,30 @@ impl S3Store {
     fn error<E, R>(&self, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: Debug,
+        R: Debug + Send + Sync + 'static,
     {
-        map_error(&self.describe(), &self.endpoint, &self.bucket, operation, key, err)
+        map_error(
+            &self.describe(),
+            &self.endpoint,
+            &self.bucket,
+            operation,
+            key,
+            err,
+        )
     }
 }
 
-fn map_error<E, R>(store: &str, endpoint: &str, bucket: &str, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
+fn map_error<E, R>(
+    store: &str,
+    endpoint: &str,
+    bucket: &str,
+    operation: &'static str,
+    key: &str,
+    err: SdkError<E, R>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: Debug,
+    R: Debug + Send + Sync + 'static,
 {
     let store = store.to_owned();
     let key = key.to_owned();
@@ -191,43 +218,103 @@ where
         _ => None,
     };
     let code = err.code().map(str::to_owned);
-    let message = err.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+    let full = display_chain(&err);
+    let message = err
+        .message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| full.clone());
+    let about_credentials = full.contains("loading credentials")
+        || full.contains("no credentials")
+        || full.contains("identity");
     match (&err, code.as_deref(), status.flatten()) {
-        (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => {
-            let full = DisplayErrorContext(&err).to_string();
-            if full.contains("credentials") || full.contains("identity") {
-                Error::NoCredentials { store, message: full }
-            } else {
-                Error::Unreachable { store, endpoint: endpoint.to_owned(), operation, message: full }
-            }
+        (
+            SdkError::DispatchFailure(_)
+            | SdkError::TimeoutError(_)
+            | SdkError::ConstructionFailure(_),
+            _,
+            _,
+        ) if about_credentials => Error::NoCredentials {
+            store,
+            message: innermost(&err),
+        },
+        (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => Error::Unreachable {
+            store,
+            endpoint: endpoint.to_owned(),
+            operation,
+            message: innermost(&err),
+        },
+        (SdkError::ConstructionFailure(_), _, _) => Error::Config(format!("{operation}: {full}")),
+        (_, Some("NoSuchBucket"), _) => Error::BucketNotFound {
+            bucket: bucket.to_owned(),
+        },
+        (_, _, Some(404)) if operation == "HeadBucket" => Error::BucketNotFound {
+            bucket: bucket.to_owned(),
+        },
+        (_, Some("NoSuchKey" | "NotFound"), _) | (_, None, Some(404)) => {
+            Error::NotFound { store, key }
         }
-        (SdkError::ConstructionFailure(_), _, _) => {
-            let full = DisplayErrorContext(&err).to_string();
-            if full.contains("credentials") || full.contains("identity") {
-                Error::NoCredentials { store, message: full }
-            } else {
-                Error::Config(format!("{operation}: {full}"))
-            }
-        }
-        (_, Some("NoSuchBucket"), _) => Error::BucketNotFound { bucket: bucket.to_owned() },
-        (_, _, Some(404)) if operation == "HeadBucket" => Error::BucketNotFound { bucket: bucket.to_owned() },
-        (_, Some("NoSuchKey" | "NotFound"), _) | (_, None, Some(404)) => Error::NotFound { store, key },
-        (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"), _)
+        (
+            _,
+            Some(
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "InvalidToken",
+            ),
+            _,
+        )
         | (_, None, Some(403)) => {
             let message = match code.as_deref() {
                 Some(code) => format!("{code}: {message}"),
                 None => "HTTP 403 Forbidden".to_owned(),
             };
-            Error::AccessDenied { store, operation, key, message }
+            Error::AccessDenied {
+                store,
+                operation,
+                key,
+                message,
+            }
         }
         _ => Error::Service {
             store,
             operation,
             key,
-            code: code.or_else(|| status.flatten().map(|s| s.to_string())).unwrap_or_else(|| "unknown".into()),
+            code: code
+                .or_else(|| status.flatten().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown".into()),
             message,
         },
     }
+}
+
+/// The Display texts of an error and its sources, joined by ": ", each said once.
+fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// The deepest cause's text (`tcp connect error: Connection refused (os error 111)`), which
+/// says what happened better than the layers above it.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut found = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() {
+            found = text;
+        }
+        next = e.source();
+    }
+    found
 }
 
 fn raw_status<R: Debug>(raw: &R) -> Option<u16> {
@@ -239,8 +326,10 @@ fn raw_status<R: Debug>(raw: &R) -> Option<u16> {
 }
 
 fn timestamp(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> jiff::Timestamp {
-    dt.and_then(|d| jiff::Timestamp::new(d.secs(), i32::try_from(d.subsec_nanos()).unwrap_or(0)).ok())
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    dt.and_then(|d| {
+        jiff::Timestamp::new(d.secs(), i32::try_from(d.subsec_nanos()).unwrap_or(0)).ok()
+    })
+    .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 #[async_trait]
@@ -312,7 +401,10 @@ impl ObjectStore for S3Store {
             .map_err(|e| self.error("GetObject", key, e))?;
         let meta = ObjectMeta {
             key: key.to_owned(),
-            size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            size: out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
             last_modified: timestamp(out.last_modified()),
         };
         let (store, k) = (self.describe(), key.to_owned());
@@ -328,14 +420,17 @@ impl ObjectStore for S3Store {
                             operation: "GetObject",
                             key: k,
                             code: "BodyError".into(),
-                            message: DisplayErrorContext(&e).to_string(),
+                            message: display_chain(&e),
                         }),
                         None,
                     )),
                 }
             }
         });
-        Ok(GetResult { meta, stream: Box::pin(stream) })
+        Ok(GetResult {
+            meta,
+            stream: Box::pin(stream),
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -349,7 +444,10 @@ impl ObjectStore for S3Store {
             .map_err(|e| self.error("HeadObject", key, e))?;
         Ok(ObjectMeta {
             key: key.to_owned(),
-            size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            size: out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
             last_modified: timestamp(out.last_modified()),
         })
     }
@@ -372,7 +470,10 @@ impl ObjectStore for S3Store {
                 let Some(key) = object.key() else { continue };
                 out.push(ObjectMeta {
                     key: key.to_owned(),
-                    size: object.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    size: object
+                        .size()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
                     last_modified: timestamp(object.last_modified()),
                 });
             }
@@ -444,8 +545,21 @@ async fn abort(
     bucket: &str,
     key: &str,
     upload_id: &str,
-) -> Result<(), SdkError<aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError, aws_sdk_s3::config::http::HttpResponse>> {
-    match client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await {
+) -> Result<
+    (),
+    SdkError<
+        aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
+> {
+    match client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         // Already gone: what we wanted.
         Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
@@ -467,8 +581,12 @@ impl MultipartUpload for S3Upload {
     fn put_part(&mut self, data: Bytes) -> UploadPart {
         let number = self.next_part;
         self.next_part += 1;
-        let (store, key, upload_id, parts) =
-            (self.store.clone(), self.key.clone(), self.upload_id.clone(), self.parts.clone());
+        let (store, key, upload_id, parts) = (
+            self.store.clone(),
+            self.key.clone(),
+            self.upload_id.clone(),
+            self.parts.clone(),
+        );
         Box::pin(async move {
             let len = data.len();
             let out = store
@@ -505,7 +623,11 @@ impl MultipartUpload for S3Upload {
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.store.error("CompleteMultipartUpload", &self.key, e))?;
@@ -514,10 +636,19 @@ impl MultipartUpload for S3Upload {
     }
 
     async fn abort(&mut self) -> Result<()> {
-        abort(&self.store.client, &self.store.bucket, &self.key, &self.upload_id)
-            .await
-            .map_err(|e| self.store.error("AbortMultipartUpload", &self.key, e))?;
-        tracing::debug!(key = self.key, upload_id = self.upload_id, "multipart upload aborted");
+        abort(
+            &self.store.client,
+            &self.store.bucket,
+            &self.key,
+            &self.upload_id,
+        )
+        .await
+        .map_err(|e| self.store.error("AbortMultipartUpload", &self.key, e))?;
+        tracing::debug!(
+            key = self.key,
+            upload_id = self.upload_id,
+            "multipart upload aborted"
+        );
         Ok(())
     }
 }
@@ -545,9 +676,15 @@ mod tests {
 
     #[test]
     fn endpoint_credentials_are_redacted() {
-        assert_eq!(redact_url("https://user:secret@minio:9000/x"), "https://***@minio:9000/x");
+        assert_eq!(
+            redact_url("https://user:secret@minio:9000/x"),
+            "https://***@minio:9000/x"
+        );
         assert_eq!(redact_url("not a url secret"), "<unparsable endpoint URL>");
-        assert_eq!(redact_url("https://minio:9000/x@y"), "https://minio:9000/x@y");
+        assert_eq!(
+            redact_url("https://minio:9000/x@y"),
+            "https://minio:9000/x@y"
+        );
         let mut o = S3Options::new("b");
         o.endpoint_url = Some("http://k:s3cr3t@127.0.0.1:1".into());
         assert!(!format!("{o:?}").contains("s3cr3t"));

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong talking to a store. Every variant names the store and the key,
-/// bucket or path concerned; none ever holds a credential.
+/// bucket or path concerned; none ever holds a credential. Causes are exposed through
+/// [`std::error::Error::source`], not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -25,7 +26,10 @@ pub enum Error {
         bucket: String,
     },
     /// The credentials were refused or lack a permission.
-    #[error("{store}: access denied during {operation} of {key:?}: {message}")]
+    #[error(
+        "{store}: access denied during {operation}{}: {message} (check the credentials and the IAM policy)",
+        on_key(key)
+    )]
     AccessDenied {
         /// The store.
         store: String,
@@ -37,7 +41,9 @@ pub enum Error {
         message: String,
     },
     /// No usable credentials could be found.
-    #[error("{store}: no AWS credentials found: {message}")]
+    #[error(
+        "{store}: no AWS credentials found (environment, profile, SSO, web identity, EC2 instance profile): {message}"
+    )]
     NoCredentials {
         /// The store.
         store: String,
@@ -57,7 +63,7 @@ pub enum Error {
         message: String,
     },
     /// Any other error answered by the service, after retries.
-    #[error("{store}: {operation} of {key:?} failed: {code}: {message}")]
+    #[error("{store}: {operation}{} failed: {code}: {message}", on_key(key))]
     Service {
         /// The store.
         store: String,
@@ -79,7 +85,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// A local file-system operation failed.
-    #[error("{operation} {path}: {source}")]
+    #[error("{operation} {path}")]
     Io {
         /// What was being done (`create`, `write`, `fsync`, `rename`, …).
         operation: &'static str,
@@ -89,34 +95,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The body stream fed to an upload failed; the upload was aborted.
-    #[error("upload of {key:?} to {store} aborted: the data source failed: {source}")]
-    Source {
-        /// The store.
-        store: String,
-        /// The key that was being written.
-        key: String,
-        /// The source's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The stream was longer than a multipart upload can hold (10,000 parts of at most 5 GiB).
     #[error("the stream is too large for one S3 object ({parts} parts of up to 5 GiB)")]
     TooLarge {
         /// Parts written so far.
         parts: u32,
     },
-    /// The operation was cancelled; any multipart upload was aborted.
-    #[error("upload of {key:?} to {store} cancelled")]
-    Cancelled {
-        /// The store.
-        store: String,
-        /// The key.
-        key: String,
-    },
     /// The store's configuration is unusable (no region, bad endpoint URL, …).
     #[error("invalid store configuration: {0}")]
     Config(String),
+}
+
+fn on_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" of {key:?}")
+    }
 }
 
 impl Error {
@@ -128,14 +123,26 @@ impl Error {
             Error::Service { code, .. } => {
                 matches!(
                     code.as_str(),
-                    "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
+                    "SlowDown"
+                        | "Throttling"
+                        | "RequestTimeout"
+                        | "InternalError"
+                        | "ServiceUnavailable"
                 ) || code.starts_with('5')
             }
             _ => false,
         }
     }
 
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { operation, path: path.into(), source }
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
     }
 }

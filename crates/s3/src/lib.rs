@@ -44,15 +44,15 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::TryStreamExt;
 
 pub use aws::{S3Options, S3Store};
 pub use error::{Error, Result};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
-pub use upload::{UploadOptions, UploadSummary, UploadWriter, MAX_PARTS, MIN_PART_SIZE};
+pub use upload::{MAX_PARTS, MIN_PART_SIZE, UploadOptions, UploadSummary, UploadWriter};
 
 /// What a store knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -86,7 +86,9 @@ pub struct GetResult {
 
 impl Debug for GetResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetResult").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,13 +163,19 @@ pub fn validate_key(key: &str) -> Result<()> {
         Some("absolute")
     } else if key.chars().any(char::is_control) {
         Some("control character")
-    } else if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    } else if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         Some("empty, '.' or '..' path segment")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(Error::InvalidKey { key: key.to_owned(), reason }),
+        Some(reason) => Err(Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -180,7 +188,10 @@ mod tests {
     fn keys_are_validated() {
         assert!(validate_key("litemaas-backups/database-20250101-020000.sql.gz").is_ok());
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "a/./b", "a\nb", "a/"] {
-            assert!(matches!(validate_key(bad), Err(Error::InvalidKey { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_key(bad), Err(Error::InvalidKey { .. })),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,7 +15,8 @@ use futures::TryStreamExt;
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    validate_key, Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
+    Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
+    validate_key,
 };
 
 const UPLOADS: &str = ".uploads";
@@ -41,7 +42,10 @@ impl LocalStore {
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         validate_key(key)?;
         if key.split('/').next() == Some(UPLOADS) {
-            return Err(Error::InvalidKey { key: key.to_owned(), reason: "reserved for uploads in progress" });
+            return Err(Error::InvalidKey {
+                key: key.to_owned(),
+                reason: "reserved for uploads in progress",
+            });
         }
         Ok(self.root.join(key))
     }
@@ -76,6 +80,7 @@ impl LocalStore {
         fsync_dir(parent)?;
         let key_file = self.uploads_dir().join(format!("{id}.key"));
         let _ = std::fs::remove_file(key_file);
+        self.tidy();
         Ok(())
     }
 
@@ -88,20 +93,37 @@ impl LocalStore {
                 Err(e) => return Err(Error::io("remove", &path, e)),
             }
         }
+        self.tidy();
         Ok(())
+    }
+
+    /// Removes the uploads directory when no upload is in progress (fails harmlessly otherwise).
+    fn tidy(&self) {
+        let _ = std::fs::remove_dir(self.uploads_dir());
     }
 
     fn meta_of(&self, key: String, path: &Path) -> Result<ObjectMeta> {
         let md = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound { store: self.describe(), key: key.clone() },
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                store: self.describe(),
+                key: key.clone(),
+            },
             _ => Error::io("stat", path, e),
         })?;
         if !md.is_file() {
-            return Err(Error::NotFound { store: self.describe(), key });
+            return Err(Error::NotFound {
+                store: self.describe(),
+                key,
+            });
         }
         let modified = md.modified().map_err(|e| Error::io("stat", path, e))?;
-        let last_modified = jiff::Timestamp::try_from(modified).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        Ok(ObjectMeta { key, size: md.len(), last_modified })
+        let last_modified =
+            jiff::Timestamp::try_from(modified).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        Ok(ObjectMeta {
+            key,
+            size: md.len(),
+            last_modified,
+        })
     }
 
     fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
@@ -113,8 +135,12 @@ impl LocalStore {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
             let path = entry.path();
-            let Ok(rel) = path.strip_prefix(&self.root) else { continue };
-            let Some(key) = rel.to_str().map(str::to_owned) else { continue };
+            let Ok(rel) = path.strip_prefix(&self.root) else {
+                continue;
+            };
+            let Some(key) = rel.to_str().map(str::to_owned) else {
+                continue;
+            };
             if key == UPLOADS {
                 continue;
             }
@@ -134,13 +160,19 @@ impl LocalStore {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::io("run blocking task", PathBuf::new(), std::io::Error::other(e)))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::io(
+            "run blocking task",
+            PathBuf::new(),
+            std::io::Error::other(e),
+        )
+    })?
 }
 
 #[async_trait]
@@ -149,9 +181,30 @@ impl ObjectStore for LocalStore {
         format!("file://{}", self.root.display())
     }
 
+    /// Changes nothing: the directory, or the nearest existing parent, must be a directory.
     async fn check(&self) -> Result<()> {
-        let dir = self.uploads_dir();
-        blocking(move || std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))).await
+        let root = self.root.clone();
+        blocking(move || {
+            let mut at = root.as_path();
+            loop {
+                match std::fs::metadata(at) {
+                    Ok(md) if md.is_dir() => return Ok(()),
+                    Ok(_) => {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::NotADirectory,
+                            "not a directory",
+                        );
+                        return Err(Error::io("use as backup directory", at, e));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                        Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                        _ => return Ok(()),
+                    },
+                    Err(e) => return Err(Error::io("use as backup directory", at, e)),
+                }
+            }
+        })
+        .await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -177,18 +230,34 @@ impl ObjectStore for LocalStore {
         let this = self.clone();
         let owned = key.to_owned();
         let (temp, id, file) = blocking(move || this.new_upload(&owned)).await?;
-        Ok(Box::new(LocalUpload { store: self.clone(), key: key.to_owned(), temp, id, file, offset: 0 }))
+        Ok(Box::new(LocalUpload {
+            store: self.clone(),
+            key: key.to_owned(),
+            temp,
+            id,
+            file,
+            offset: 0,
+        }))
     }
 
     async fn get(&self, key: &str) -> Result<GetResult> {
         let path = self.path_of(key)?;
         let meta = self.head(key).await?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound { store: self.describe(), key: key.to_owned() },
-            _ => Error::io("open", &path, e),
-        })?;
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).map_err(move |e| Error::io("read", &path, e));
-        Ok(GetResult { meta, stream: Box::pin(stream) })
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    store: self.describe(),
+                    key: key.to_owned(),
+                },
+                _ => Error::io("open", &path, e),
+            })?;
+        let stream = ReaderStream::with_capacity(file, 256 * 1024)
+            .map_err(move |e| Error::io("read", &path, e));
+        Ok(GetResult {
+            meta,
+            stream: Box::pin(stream),
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -231,17 +300,31 @@ impl ObjectStore for LocalStore {
                 Err(e) => return Err(Error::io("read directory", &dir, e)),
             };
             for entry in entries {
-                let path = entry.map_err(|e| Error::io("read directory", &dir, e))?.path();
-                let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".key")) else {
+                let path = entry
+                    .map_err(|e| Error::io("read directory", &dir, e))?
+                    .path();
+                let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".key"))
+                else {
                     continue;
                 };
-                let key = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+                let key =
+                    std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
                 if !key.starts_with(&prefix) {
                     continue;
                 }
-                let modified = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|e| Error::io("stat", &path, e))?;
-                let initiated = jiff::Timestamp::try_from(modified).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-                out.push(PendingUpload { key, upload_id: id.to_owned(), initiated });
+                let modified = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map_err(|e| Error::io("stat", &path, e))?;
+                let initiated =
+                    jiff::Timestamp::try_from(modified).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                out.push(PendingUpload {
+                    key,
+                    upload_id: id.to_owned(),
+                    initiated,
+                });
             }
             out.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
             Ok(out)
@@ -251,7 +334,10 @@ impl ObjectStore for LocalStore {
 
     async fn abort_pending_upload(&self, upload: &PendingUpload) -> Result<()> {
         if upload.upload_id.contains('/') || upload.upload_id.starts_with('.') {
-            return Err(Error::InvalidKey { key: upload.upload_id.clone(), reason: "not an upload id" });
+            return Err(Error::InvalidKey {
+                key: upload.upload_id.clone(),
+                reason: "not an upload id",
+            });
         }
         let this = self.clone();
         let id = upload.upload_id.clone();
@@ -278,12 +364,20 @@ impl MultipartUpload for LocalUpload {
         self.offset += data.len() as u64;
         let file = self.file.clone();
         let temp = self.temp.clone();
-        Box::pin(blocking(move || file.write_all_at(&data, offset).map_err(|e| Error::io("write", &temp, e))))
+        Box::pin(blocking(move || {
+            file.write_all_at(&data, offset)
+                .map_err(|e| Error::io("write", &temp, e))
+        }))
     }
 
     async fn complete(&mut self) -> Result<()> {
-        let (store, temp, file, id, key) =
-            (self.store.clone(), self.temp.clone(), self.file.clone(), self.id.clone(), self.key.clone());
+        let (store, temp, file, id, key) = (
+            self.store.clone(),
+            self.temp.clone(),
+            self.file.clone(),
+            self.id.clone(),
+            self.key.clone(),
+        );
         blocking(move || store.commit(&temp, &file, &id, &key)).await
     }
 

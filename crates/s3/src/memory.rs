@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    validate_key, Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
+    Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
+    validate_key,
 };
 
 #[derive(Debug, Default)]
@@ -48,7 +49,10 @@ impl MemoryStore {
     }
 
     fn not_found(&self, key: &str) -> Error {
-        Error::NotFound { store: self.describe(), key: key.to_owned() }
+        Error::NotFound {
+            store: self.describe(),
+            key: key.to_owned(),
+        }
     }
 }
 
@@ -64,27 +68,52 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         validate_key(key)?;
-        self.lock().objects.insert(key.to_owned(), (data, jiff::Timestamp::now()));
+        self.lock()
+            .objects
+            .insert(key.to_owned(), (data, jiff::Timestamp::now()));
         Ok(())
     }
 
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>> {
         validate_key(key)?;
         let id = format!("mem-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.lock().uploads.insert(id.clone(), (key.to_owned(), jiff::Timestamp::now(), BTreeMap::new()));
-        Ok(Box::new(MemoryUpload { store: self.clone(), id, next_part: 0 }))
+        self.lock().uploads.insert(
+            id.clone(),
+            (key.to_owned(), jiff::Timestamp::now(), BTreeMap::new()),
+        );
+        Ok(Box::new(MemoryUpload {
+            store: self.clone(),
+            id,
+            next_part: 0,
+        }))
     }
 
     async fn get(&self, key: &str) -> Result<GetResult> {
-        let (data, modified) = self.lock().objects.get(key).cloned().ok_or_else(|| self.not_found(key))?;
-        let meta = ObjectMeta { key: key.to_owned(), size: data.len() as u64, last_modified: modified };
-        Ok(GetResult { meta, stream: Box::pin(futures::stream::once(async move { Ok(data) })) })
+        let (data, modified) = self
+            .lock()
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| self.not_found(key))?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: data.len() as u64,
+            last_modified: modified,
+        };
+        Ok(GetResult {
+            meta,
+            stream: Box::pin(futures::stream::once(async move { Ok(data) })),
+        })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let state = self.lock();
         let (data, modified) = state.objects.get(key).ok_or_else(|| self.not_found(key))?;
-        Ok(ObjectMeta { key: key.to_owned(), size: data.len() as u64, last_modified: *modified })
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: data.len() as u64,
+            last_modified: *modified,
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -93,7 +122,11 @@ impl ObjectStore for MemoryStore {
             .objects
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (data, modified))| ObjectMeta { key: k.clone(), size: data.len() as u64, last_modified: *modified })
+            .map(|(k, (data, modified))| ObjectMeta {
+                key: k.clone(),
+                size: data.len() as u64,
+                last_modified: *modified,
+            })
             .collect())
     }
 
@@ -144,20 +177,27 @@ impl MultipartUpload for MemoryUpload {
                     upload.2.insert(number, data);
                     Ok(())
                 }
-                None => Err(Error::NotFound { store: store.describe(), key: format!("upload {id}") }),
+                None => Err(Error::NotFound {
+                    store: store.describe(),
+                    key: format!("upload {id}"),
+                }),
             }
         })
     }
 
     async fn complete(&mut self) -> Result<()> {
         let mut state = self.store.lock();
-        let (key, _, parts) =
-            state.uploads.remove(&self.id).ok_or_else(|| self.store.not_found(&format!("upload {}", self.id)))?;
+        let (key, _, parts) = state
+            .uploads
+            .remove(&self.id)
+            .ok_or_else(|| self.store.not_found(&format!("upload {}", self.id)))?;
         let mut all = BytesMut::with_capacity(parts.values().map(Bytes::len).sum());
         for part in parts.values() {
             all.extend_from_slice(part);
         }
-        state.objects.insert(key, (all.freeze(), jiff::Timestamp::now()));
+        state
+            .objects
+            .insert(key, (all.freeze(), jiff::Timestamp::now()));
         Ok(())
     }
 

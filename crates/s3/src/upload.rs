@@ -32,13 +32,22 @@ pub struct UploadOptions {
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        Self { part_size: 8 * 1024 * 1024, max_in_flight: 4, grow_every: 1_000, allow_small_parts: false }
+        Self {
+            part_size: 8 * 1024 * 1024,
+            max_in_flight: 4,
+            grow_every: 1_000,
+            allow_small_parts: false,
+        }
     }
 }
 
 impl UploadOptions {
     fn initial_part_size(&self) -> usize {
-        let floor = if self.allow_small_parts { 1 } else { MIN_PART_SIZE };
+        let floor = if self.allow_small_parts {
+            1
+        } else {
+            MIN_PART_SIZE
+        };
         self.part_size.clamp(floor, MAX_PART_SIZE)
     }
 }
@@ -110,7 +119,9 @@ impl UploadWriter {
 
     async fn write_inner(&mut self, mut data: Bytes) -> Result<()> {
         if self.upload.is_none() {
-            return Err(Error::Config("write after the upload finished or failed".into()));
+            return Err(Error::Config(
+                "write after the upload finished or failed".into(),
+            ));
         }
         self.bytes += data.len() as u64;
         while !data.is_empty() {
@@ -141,7 +152,10 @@ impl UploadWriter {
         if self.parts >= MAX_PARTS {
             return Err(Error::TooLarge { parts: self.parts });
         }
-        let upload = self.upload.as_mut().ok_or_else(|| Error::Config("upload already closed".into()))?;
+        let upload = self
+            .upload
+            .as_mut()
+            .ok_or_else(|| Error::Config("upload already closed".into()))?;
         let future = upload.put_part(part);
         self.in_flight.spawn(future);
         self.parts += 1;
@@ -181,12 +195,18 @@ impl UploadWriter {
         while !self.in_flight.is_empty() {
             self.join_one().await?;
         }
-        let mut upload = self.upload.take().ok_or_else(|| Error::Config("upload already closed".into()))?;
+        let mut upload = self
+            .upload
+            .take()
+            .ok_or_else(|| Error::Config("upload already closed".into()))?;
         if let Err(e) = upload.complete().await {
             self.upload = Some(upload);
             return Err(e);
         }
-        Ok(UploadSummary { bytes: self.bytes, parts: self.parts })
+        Ok(UploadSummary {
+            bytes: self.bytes,
+            parts: self.parts,
+        })
     }
 
     /// Discards the upload: stops parts in flight, then aborts it at the store.
@@ -215,18 +235,24 @@ impl UploadWriter {
 
 impl Drop for UploadWriter {
     fn drop(&mut self) {
-        let Some(mut upload) = self.upload.take() else { return };
+        let Some(mut upload) = self.upload.take() else {
+            return;
+        };
         self.in_flight.abort_all();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                tracing::debug!("upload writer dropped unfinished; aborting the upload in the background");
+                tracing::debug!(
+                    "upload writer dropped unfinished; aborting the upload in the background"
+                );
                 handle.spawn(async move {
                     if let Err(e) = upload.abort().await {
                         tracing::warn!(error = %e, "could not abort a dropped multipart upload");
                     }
                 });
             }
-            Err(_) => tracing::warn!("upload writer dropped outside a runtime; the upload is left for litemaas-prune"),
+            Err(_) => tracing::warn!(
+                "upload writer dropped outside a runtime; the upload is left for litemaas-prune"
+            ),
         }
     }
 }
@@ -253,7 +279,12 @@ mod tests {
     }
 
     fn opts(part_size: usize, max_in_flight: usize) -> UploadOptions {
-        UploadOptions { part_size, max_in_flight, grow_every: 1_000, allow_small_parts: true }
+        UploadOptions {
+            part_size,
+            max_in_flight,
+            grow_every: 1_000,
+            allow_small_parts: true,
+        }
     }
 
     fn recording(sizes: Arc<Mutex<Vec<usize>>>) -> MockUpload {
@@ -273,10 +304,19 @@ mod tests {
         mock.expect_abort().never();
         let mut writer = UploadWriter::new(Box::new(mock), opts(10, 2));
         for chunk in [&b"0123"[..], b"456789abcdef", b"", b"ghijklmnopqrstuvw"] {
-            writer.write(Bytes::copy_from_slice(chunk)).await.expect("write");
+            writer
+                .write(Bytes::copy_from_slice(chunk))
+                .await
+                .expect("write");
         }
         let summary = writer.finish().await.expect("finish");
-        assert_eq!(summary, UploadSummary { bytes: 33, parts: 4 });
+        assert_eq!(
+            summary,
+            UploadSummary {
+                bytes: 33,
+                parts: 4
+            }
+        );
         assert_eq!(*sizes.lock().expect("lock"), vec![10, 10, 10, 3]);
     }
 
@@ -340,7 +380,10 @@ mod tests {
         });
         mock.expect_abort().times(1).returning(|| Ok(()));
         let mut writer = UploadWriter::new(Box::new(mock), opts(4, 1));
-        writer.write(Bytes::from_static(b"abcdefgh")).await.expect("write");
+        writer
+            .write(Bytes::from_static(b"abcdefgh"))
+            .await
+            .expect("write");
         assert!(writer.finish().await.is_err());
     }
 
@@ -365,7 +408,10 @@ mod tests {
         mock.expect_complete().returning(|| Ok(()));
         let mut writer = UploadWriter::new(Box::new(mock), opts(4, 3));
         for _ in 0..40 {
-            writer.write(Bytes::from_static(b"abcd")).await.expect("write");
+            writer
+                .write(Bytes::from_static(b"abcd"))
+                .await
+                .expect("write");
         }
         writer.finish().await.expect("finish");
         let max = live.lock().expect("lock").1;
@@ -377,11 +423,22 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let mut mock = recording(sizes.clone());
         mock.expect_complete().returning(|| Ok(()));
-        let o = UploadOptions { part_size: 2, max_in_flight: 4, grow_every: 3, allow_small_parts: true };
+        let o = UploadOptions {
+            part_size: 2,
+            max_in_flight: 4,
+            grow_every: 3,
+            allow_small_parts: true,
+        };
         let mut writer = UploadWriter::new(Box::new(mock), o);
-        writer.write(Bytes::from(vec![0u8; 6 + 12 + 24 + 1])).await.expect("write");
+        writer
+            .write(Bytes::from(vec![0u8; 6 + 12 + 24 + 1]))
+            .await
+            .expect("write");
         writer.finish().await.expect("finish");
-        assert_eq!(*sizes.lock().expect("lock"), vec![2, 2, 2, 4, 4, 4, 8, 8, 8, 1]);
+        assert_eq!(
+            *sizes.lock().expect("lock"),
+            vec![2, 2, 2, 4, 4, 4, 8, 8, 8, 1]
+        );
     }
 
     #[tokio::test]
@@ -397,14 +454,23 @@ mod tests {
             Ok(())
         });
         let mut writer = UploadWriter::new(Box::new(mock), opts(4, 1));
-        writer.write(Bytes::from_static(b"abcdefgh")).await.expect("write");
+        writer
+            .write(Bytes::from_static(b"abcdefgh"))
+            .await
+            .expect("write");
         drop(writer);
-        tokio::time::timeout(std::time::Duration::from_secs(5), rx).await.expect("abort ran").expect("sent");
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .expect("abort ran")
+            .expect("sent");
     }
 
     #[test]
     fn small_parts_are_raised_to_the_s3_minimum() {
-        let o = UploadOptions { part_size: 1024, ..UploadOptions::default() };
+        let o = UploadOptions {
+            part_size: 1024,
+            ..UploadOptions::default()
+        };
         assert_eq!(o.initial_part_size(), MIN_PART_SIZE);
     }
 }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use litemaas_s3::{Error, LocalStore, MemoryStore, ObjectStore, S3Store, UploadOptions, UploadWriter, MIN_PART_SIZE};
+use litemaas_s3::{
+    Error, LocalStore, MIN_PART_SIZE, MemoryStore, ObjectStore, S3Store, UploadOptions,
+    UploadWriter,
+};
 use litemaas_testkit::S3Server;
 
 async fn s3_store(prefix: &str) -> S3Store {
@@ -14,41 +17,83 @@ async fn s3_store(prefix: &str) -> S3Store {
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 async fn put_get_head_list_delete(store: Arc<dyn ObjectStore>) {
     store.check().await.unwrap();
-    store.put("p/a/one.txt", Bytes::from_static(b"one")).await.unwrap();
-    store.put("p/b.txt", Bytes::from_static(b"bee")).await.unwrap();
-    store.put("q/other.txt", Bytes::from_static(b"x")).await.unwrap();
+    store
+        .put("p/a/one.txt", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    store
+        .put("p/b.txt", Bytes::from_static(b"bee"))
+        .await
+        .unwrap();
+    store
+        .put("q/other.txt", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
 
     assert_eq!(store.get_bytes("p/a/one.txt").await.unwrap(), "one");
     let head = store.head("p/b.txt").await.unwrap();
     assert_eq!((head.key.as_str(), head.size), ("p/b.txt", 3));
     assert!(head.last_modified > jiff::Timestamp::UNIX_EPOCH);
 
-    let keys: Vec<_> = store.list("p/").await.unwrap().into_iter().map(|m| m.key).collect();
+    let keys: Vec<_> = store
+        .list("p/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
     assert_eq!(keys, ["p/a/one.txt", "p/b.txt"]);
-    let keys: Vec<_> = store.list("p/a").await.unwrap().into_iter().map(|m| m.key).collect();
+    let keys: Vec<_> = store
+        .list("p/a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
     assert_eq!(keys, ["p/a/one.txt"]);
     assert!(store.list("nothing/").await.unwrap().is_empty());
 
     // Overwrite replaces.
-    store.put("p/b.txt", Bytes::from_static(b"bumblebee")).await.unwrap();
+    store
+        .put("p/b.txt", Bytes::from_static(b"bumblebee"))
+        .await
+        .unwrap();
     assert_eq!(store.get_bytes("p/b.txt").await.unwrap(), "bumblebee");
 
     store.delete("p/b.txt").await.unwrap();
     store.delete("p/b.txt").await.unwrap(); // deleting twice is fine
-    assert!(matches!(store.head("p/b.txt").await, Err(Error::NotFound { .. })));
-    assert!(matches!(store.get("p/b.txt").await, Err(Error::NotFound { .. })));
-    assert!(matches!(store.put("../escape", Bytes::new()).await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(
+        store.head("p/b.txt").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get("p/b.txt").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.put("../escape", Bytes::new()).await,
+        Err(Error::InvalidKey { .. })
+    ));
 }
 
 async fn multipart_round_trip(store: Arc<dyn ObjectStore>) {
     let data = pattern(2 * MIN_PART_SIZE + 12345, 7);
     let upload = store.put_multipart("mp/big.bin").await.unwrap();
-    let mut writer = UploadWriter::new(upload, UploadOptions { part_size: MIN_PART_SIZE, ..UploadOptions::default() });
+    let mut writer = UploadWriter::new(
+        upload,
+        UploadOptions {
+            part_size: MIN_PART_SIZE,
+            ..UploadOptions::default()
+        },
+    );
     for chunk in data.chunks(1_000_003) {
         writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
@@ -63,7 +108,13 @@ async fn multipart_round_trip(store: Arc<dyn ObjectStore>) {
 
 async fn aborted_upload_leaves_nothing(store: Arc<dyn ObjectStore>) {
     let upload = store.put_multipart("ab/gone.bin").await.unwrap();
-    let mut writer = UploadWriter::new(upload, UploadOptions { part_size: MIN_PART_SIZE, ..UploadOptions::default() });
+    let mut writer = UploadWriter::new(
+        upload,
+        UploadOptions {
+            part_size: MIN_PART_SIZE,
+            ..UploadOptions::default()
+        },
+    );
     writer.write(pattern(MIN_PART_SIZE + 10, 1)).await.unwrap();
     let pending = store.list_pending_uploads("ab/").await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -81,9 +132,21 @@ async fn pending_uploads_can_be_aborted_later(store: Arc<dyn ObjectStore>) {
     let pending = store.list_pending_uploads("crash/").await.unwrap();
     assert_eq!(pending.len(), 1);
     assert!(pending[0].initiated > jiff::Timestamp::UNIX_EPOCH);
-    assert!(store.list_pending_uploads("other/").await.unwrap().is_empty());
+    assert!(
+        store
+            .list_pending_uploads("other/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.abort_pending_upload(&pending[0]).await.unwrap();
-    assert!(store.list_pending_uploads("crash/").await.unwrap().is_empty());
+    assert!(
+        store
+            .list_pending_uploads("crash/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.list("crash/").await.unwrap().is_empty());
 }
 
@@ -104,8 +167,7 @@ async fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     suite(Arc::new(LocalStore::new(dir.path().join("backups")))).await;
     // No temporary files are left behind next to the objects.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("backups/.uploads")).unwrap().collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!dir.path().join("backups/.uploads").exists());
 }
 
 #[tokio::test]
@@ -117,17 +179,26 @@ async fn s3_store_conforms() {
 async fn s3_lists_across_pages() {
     let store = s3_store("pages").await.with_page_size(2);
     for i in 0..5 {
-        store.put(&format!("pg/{i}"), Bytes::from(vec![b'x'; i])).await.unwrap();
+        store
+            .put(&format!("pg/{i}"), Bytes::from(vec![b'x'; i]))
+            .await
+            .unwrap();
     }
     let listed = store.list("pg/").await.unwrap();
-    assert_eq!(listed.iter().map(|m| m.size).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert_eq!(
+        listed.iter().map(|m| m.size).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
 }
 
 #[tokio::test]
 async fn s3_missing_bucket_is_named() {
     let store = S3Store::new(S3Server::shared().client(), "no-such-bucket-litemaas");
     let err = store.check().await.unwrap_err();
-    assert!(matches!(&err, Error::BucketNotFound { bucket } if bucket == "no-such-bucket-litemaas"), "{err:?}");
+    assert!(
+        matches!(&err, Error::BucketNotFound { bucket } if bucket == "no-such-bucket-litemaas"),
+        "{err:?}"
+    );
     let err = store.put_multipart("x").await.unwrap_err();
     assert!(matches!(err, Error::BucketNotFound { .. }), "{err:?}");
 }
@@ -136,13 +207,26 @@ async fn s3_missing_bucket_is_named() {
 async fn s3_rejects_small_parts_and_the_upload_is_aborted() {
     let store = s3_store("small").await;
     let upload = store.put_multipart("small/x.bin").await.unwrap();
-    let options = UploadOptions { part_size: 1024, allow_small_parts: true, ..UploadOptions::default() };
+    let options = UploadOptions {
+        part_size: 1024,
+        allow_small_parts: true,
+        ..UploadOptions::default()
+    };
     let mut writer = UploadWriter::new(upload, options);
     writer.write(pattern(3000, 3)).await.unwrap();
     let err = writer.finish().await.unwrap_err();
-    assert!(matches!(&err, Error::Service { code, .. } if code == "EntityTooSmall"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Service { code, .. } if code == "EntityTooSmall"),
+        "{err:?}"
+    );
     assert!(store.list("small/").await.unwrap().is_empty());
-    assert!(store.list_pending_uploads("small/").await.unwrap().is_empty());
+    assert!(
+        store
+            .list_pending_uploads("small/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -154,10 +238,21 @@ async fn s3_unreachable_endpoint_is_named() {
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(&endpoint)
         .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("a", "b", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "a", "b", None, None, "test",
+        ))
         .build();
     let store = S3Store::new(aws_sdk_s3::Client::from_conf(config), "bucket");
     let err = store.check().await.unwrap_err();
-    assert!(matches!(err, Error::Unreachable { operation: "HeadBucket", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Unreachable {
+                operation: "HeadBucket",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.is_transient());
 }

@@ -1,5 +1,4 @@
 -- A LiteMaaS-like database with every kind of object a dump must carry faithfully.
-CREATE EXTENSION IF NOT EXISTS plpgsql;
 
 CREATE TABLE users (
     id          bigserial PRIMARY KEY,

@@ -22,7 +22,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod pg;
-mod s3;
+pub mod s3;
 mod sys;
 
 pub use pg::PgCluster;
@@ -40,9 +40,14 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 10_000)
-        .to_lowercase()
-        .replace('_', "-")
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 10_000
+    )
+    .to_lowercase()
+    .replace('_', "-")
 }
 
 /// Where `scripts/test-deps.sh` installs moto and the aws CLI.
@@ -59,5 +64,7 @@ pub fn test_home() -> std::path::PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -5,13 +5,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::sys;
 
 /// Where Debian's PostgreSQL 15 binaries live (override with `LITEMAAS_TEST_PG_BIN`).
 fn pg_bin() -> PathBuf {
-    std::env::var_os("LITEMAAS_TEST_PG_BIN").map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from)
+    std::env::var_os("LITEMAAS_TEST_PG_BIN")
+        .map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from)
 }
 
 /// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 with password
@@ -51,11 +52,20 @@ impl PgCluster {
     pub fn start() -> Result<PgCluster> {
         let bin = pg_bin();
         if !bin.join("initdb").exists() {
-            bail!("PostgreSQL 15 not found in {} (run scripts/test-deps.sh)", bin.display());
+            bail!(
+                "PostgreSQL 15 not found in {} (run scripts/test-deps.sh)",
+                bin.display()
+            );
         }
-        let dir = tempfile::Builder::new().prefix("litemaas-pg-").tempdir().context("create temp dir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("litemaas-pg-")
+            .tempdir()
+            .context("create temp dir")?;
         let owner = if sys::is_root() {
-            Some(sys::user_ids("postgres").context("user postgres missing (run scripts/test-deps.sh)")?)
+            Some(
+                sys::user_ids("postgres")
+                    .context("user postgres missing (run scripts/test-deps.sh)")?,
+            )
         } else {
             None
         };
@@ -73,7 +83,14 @@ impl PgCluster {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+            ])
             .args(["--locale=C.UTF-8", "--no-sync", "--no-instructions"])
             .arg(format!("--pwfile={}", pwfile.display()));
         as_owner(&mut initdb, owner);
@@ -92,7 +109,13 @@ impl PgCluster {
         for _ in 0..5 {
             let port = crate::free_port()?;
             let child = spawn_postgres(&bin, dir.path(), port, owner)?;
-            let mut cluster = PgCluster { dir: None, port, password: password.clone(), bin: bin.clone(), child: Mutex::new(Some(child)) };
+            let mut cluster = PgCluster {
+                dir: None,
+                port,
+                password: password.clone(),
+                bin: bin.clone(),
+                child: Mutex::new(Some(child)),
+            };
             match cluster.wait_ready(dir.path(), Duration::from_secs(20)) {
                 Ok(()) => {
                     cluster.dir = Some(dir);
@@ -108,7 +131,14 @@ impl PgCluster {
     fn wait_ready(&self, dir: &Path, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            let exited = self.child.lock().unwrap().as_mut().map(Child::try_wait).transpose()?.flatten();
+            let exited = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .map(Child::try_wait)
+                .transpose()?
+                .flatten();
             if let Some(status) = exited {
                 self.child.lock().unwrap().take();
                 let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
@@ -133,7 +163,10 @@ impl PgCluster {
     }
 
     fn data_dir_root(&self) -> &Path {
-        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent"))
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/nonexistent"))
     }
 
     /// The TCP port on 127.0.0.1.
@@ -153,7 +186,10 @@ impl PgCluster {
 
     /// `postgres://postgres:<password>@127.0.0.1:<port>/<db>`.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{db}", self.password, self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
     }
 
     /// The same URL without the password (give it through `PGPASSWORD`).
@@ -184,11 +220,24 @@ impl PgCluster {
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         let out = self
             .command("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .output()
             .context("run psql")?;
         if !out.status.success() {
-            bail!("psql on {db} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "psql on {db} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -198,7 +247,15 @@ impl PgCluster {
         use std::io::Write;
         let mut child = self
             .command("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", db])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-d",
+                db,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -210,7 +267,10 @@ impl PgCluster {
         let out = child.wait_with_output()?;
         let _ = writer.join();
         if !out.status.success() {
-            bail!("psql script on {db} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "psql script on {db} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -224,9 +284,16 @@ impl PgCluster {
     /// `pg_dump` of `db` with the per-run `\restrict` key lines removed, for comparing two
     /// databases for equality.
     pub fn dump_for_comparison(&self, db: &str) -> Result<String> {
-        let out = self.command("pg_dump").args(["--no-owner", "-d", db]).output().context("run pg_dump")?;
+        let out = self
+            .command("pg_dump")
+            .args(["--no-owner", "-d", db])
+            .output()
+            .context("run pg_dump")?;
         if !out.status.success() {
-            bail!("pg_dump of {db} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_dump of {db} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -245,8 +312,22 @@ fn spawn_postgres(bin: &Path, dir: &Path, port: u16, owner: Option<(u32, u32)>) 
         .arg(port.to_string())
         .arg("-k")
         .arg(dir.join("sock"))
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "log_min_messages=warning"])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ])
+        .args([
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "log_min_messages=warning",
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -285,7 +366,12 @@ fn random_password() -> String {
     let mut out = String::from("pw-");
     for _ in 0..2 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
 use crate::sys;
@@ -23,6 +23,7 @@ pub const SECRET_KEY: &str = "testing-secret-key";
 #[derive(Debug)]
 pub struct S3Server {
     endpoint: String,
+    child: Option<Child>,
 }
 
 impl S3Server {
@@ -30,30 +31,51 @@ impl S3Server {
     pub fn shared() -> &'static S3Server {
         static SHARED: OnceLock<S3Server> = OnceLock::new();
         SHARED.get_or_init(|| match std::env::var("LITEMAAS_TEST_S3_ENDPOINT") {
-            Ok(endpoint) if !endpoint.is_empty() => S3Server { endpoint },
+            Ok(endpoint) if !endpoint.is_empty() => S3Server {
+                endpoint,
+                child: None,
+            },
             _ => {
-                let (server, child) = S3Server::start_moto().expect("start the moto S3 test server");
-                sys::at_exit(move || {
-                    let mut child = child;
-                    let _ = child.kill();
-                    let _ = child.wait();
-                });
+                let mut server = S3Server::start_moto(&[]).expect("start the moto S3 test server");
+                if let Some(mut child) = server.child.take() {
+                    sys::at_exit(move || {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    });
+                }
                 server
             }
         })
     }
 
-    fn start_moto() -> Result<(S3Server, Child)> {
+    /// A server of its own that checks credentials (moto's IAM with no users): every request
+    /// is refused with `InvalidAccessKeyId`. Stopped on drop.
+    pub fn start_with_auth() -> Result<S3Server> {
+        S3Server::start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn start_moto(envs: &[(&str, &str)]) -> Result<S3Server> {
         let python = moto_python();
         if !python.exists() {
-            bail!("moto not installed at {} (run scripts/test-deps.sh)", python.display());
+            bail!(
+                "moto not installed at {} (run scripts/test-deps.sh)",
+                python.display()
+            );
         }
         let port = crate::free_port()?;
         let mut cmd = Command::new(&python);
-        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         sys::die_with_parent(&mut cmd, libc::SIGKILL);
         let mut child = sys::on_spawner_thread(move || cmd.spawn()).context("spawn moto")?;
         let endpoint = format!("http://127.0.0.1:{port}");
@@ -68,7 +90,10 @@ impl S3Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok((S3Server { endpoint }, child))
+        Ok(S3Server {
+            endpoint,
+            child: Some(child),
+        })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -83,7 +108,13 @@ impl S3Server {
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .force_path_style(true)
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "litemaas-testkit"))
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "litemaas-testkit",
+            ))
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
@@ -91,7 +122,12 @@ impl S3Server {
     /// Creates a bucket with a unique name for one test.
     pub async fn new_bucket(&self, prefix: &str) -> Result<String> {
         let bucket = crate::unique_name(prefix);
-        self.client().create_bucket().bucket(&bucket).send().await.with_context(|| format!("create bucket {bucket}"))?;
+        self.client()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .with_context(|| format!("create bucket {bucket}"))?;
         Ok(bucket)
     }
 
@@ -113,12 +149,27 @@ impl S3Server {
     /// The `aws` CLI (from the test virtualenv when present) set up for this server.
     pub fn aws_cli(&self) -> Command {
         let venv_aws = crate::test_home().join("venv/bin/aws");
-        let mut cmd = Command::new(if venv_aws.exists() { venv_aws } else { PathBuf::from("aws") });
-        cmd.envs(self.env()).arg("--endpoint-url").arg(&self.endpoint);
+        let mut cmd = Command::new(if venv_aws.exists() {
+            venv_aws
+        } else {
+            PathBuf::from("aws")
+        });
+        cmd.envs(self.env())
+            .arg("--endpoint-url")
+            .arg(&self.endpoint);
         cmd
     }
 }
 
 fn moto_python() -> PathBuf {
     crate::test_home().join("venv/bin/python")
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

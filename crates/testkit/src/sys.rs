@@ -11,7 +11,11 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     // static passwd record, read at once before any other call could overwrite it.
     unsafe {
         let pw = libc::getpwnam(c.as_ptr());
-        if pw.is_null() { None } else { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+        if pw.is_null() {
+            None
+        } else {
+            Some(((*pw).pw_uid, (*pw).pw_gid))
+        }
     }
 }
 
@@ -55,7 +59,10 @@ pub fn at_exit(hook: impl FnOnce() + Send + 'static) {
             libc::atexit(run_exit_hooks);
         }
     });
-    AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(hook));
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Box::new(hook));
 }
 
 /// Runs `f` on one long-lived thread, so that children it spawns with [`die_with_parent`] are
