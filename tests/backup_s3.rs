@@ -84,7 +84,7 @@ async fn round_trip_through_s3_restores_an_identical_database() {
 
     // `gunzip | psql` into an empty database (the system gunzip, not our code).
     let target_db = pg.create_database("roundtrip_dst").unwrap();
-    let gunzip = std::process::Command::new("gunzip")
+    let mut gunzip = std::process::Command::new("gunzip")
         .arg("-c")
         .arg(&local)
         .stdout(Stdio::piped())
@@ -93,11 +93,12 @@ async fn round_trip_through_s3_restores_an_identical_database() {
     let status = pg
         .command("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &target_db])
-        .stdin(gunzip.stdout.unwrap())
+        .stdin(gunzip.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
+    assert!(gunzip.wait().unwrap().success());
     assert_eq!(
         pg.dump_for_comparison(&source_db).unwrap(),
         pg.dump_for_comparison(&target_db).unwrap()

@@ -159,7 +159,7 @@ impl UploadWriter {
         let future = upload.put_part(part);
         self.in_flight.spawn(future);
         self.parts += 1;
-        if self.options.grow_every > 0 && self.parts % self.options.grow_every == 0 {
+        if self.options.grow_every > 0 && self.parts.is_multiple_of(self.options.grow_every) {
             self.part_size = (self.part_size * 2).min(MAX_PART_SIZE);
         }
         Ok(())
