@@ -8,14 +8,19 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use litemaas_backup::dump::{CompressOptions, Compression, Encoded};
 use tokio::io::AsyncReadExt;
 
 /// A deterministic dump-like text of about `len` bytes.
 fn dump_like(len: usize) -> Bytes {
-    let models = ["granite-3-8b-instruct", "llama-scout-17b", "mistral-small-24b", "qwen2.5-coder-32b"];
+    let models = [
+        "granite-3-8b-instruct",
+        "llama-scout-17b",
+        "mistral-small-24b",
+        "qwen2.5-coder-32b",
+    ];
     let mut out = String::with_capacity(len + 512);
     out.push_str("COPY public.\"LiteLLM_SpendLogs\" (request_id, call_type, api_key, spend, total_tokens, prompt_tokens, completion_tokens, \"startTime\", \"endTime\", model, metadata) FROM stdin;\n");
     let mut i: u64 = 0;
@@ -44,7 +49,10 @@ fn dump_like(len: usize) -> Bytes {
 }
 
 async fn encode(data: Bytes, compression: Compression, threads: usize) -> u64 {
-    let options = CompressOptions { threads, ..CompressOptions::default() };
+    let options = CompressOptions {
+        threads,
+        ..CompressOptions::default()
+    };
     let mut encoded = Encoded::new(std::io::Cursor::new(data), compression, options);
     while let Some(chunk) = encoded.next().await {
         std::hint::black_box(chunk.unwrap());
@@ -64,19 +72,38 @@ async fn single_stream_gzip(data: Bytes) -> u64 {
 }
 
 fn pipeline(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let data = dump_like(32 * 1024 * 1024);
     let mut group = c.benchmark_group("encode");
-    group.throughput(Throughput::Bytes(data.len() as u64)).sample_size(10).measurement_time(Duration::from_secs(10));
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    group
+        .throughput(Throughput::Bytes(data.len() as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for threads in [1, cores] {
-        group.bench_with_input(BenchmarkId::new("gzip6-blocks", format!("{threads}-threads")), &threads, |b, &t| {
-            b.iter(|| rt.block_on(encode(data.clone(), Compression::Gzip { level: 6 }, t)));
-        });
+        group.bench_with_input(
+            BenchmarkId::new("gzip6-blocks", format!("{threads}-threads")),
+            &threads,
+            |b, &t| {
+                b.iter(|| rt.block_on(encode(data.clone(), Compression::Gzip { level: 6 }, t)));
+            },
+        );
     }
-    group.bench_function("gzip6-single-stream", |b| b.iter(|| rt.block_on(single_stream_gzip(data.clone()))));
-    group.bench_function("zstd3", |b| b.iter(|| rt.block_on(encode(data.clone(), Compression::Zstd { level: 3 }, 1))));
-    group.bench_function("none+sha256", |b| b.iter(|| rt.block_on(encode(data.clone(), Compression::None, 1))));
+    group.bench_function("gzip6-single-stream", |b| {
+        b.iter(|| rt.block_on(single_stream_gzip(data.clone())))
+    });
+    group.bench_function("zstd3", |b| {
+        b.iter(|| rt.block_on(encode(data.clone(), Compression::Zstd { level: 3 }, 1)))
+    });
+    group.bench_function("none+sha256", |b| {
+        b.iter(|| rt.block_on(encode(data.clone(), Compression::None, 1)))
+    });
     group.finish();
 
     // Sizes, printed once so the ratio to single-stream gzip can be read next to the speeds.

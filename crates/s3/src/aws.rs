@@ -135,7 +135,16 @@ impl S3Store {
             loader = loader.endpoint_url(endpoint.clone());
         }
         let shared = loader.load().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        Self::from_sdk_config(&shared, options)
+    }
+
+    /// Builds a client from an already loaded AWS configuration (credentials, region, endpoint)
+    /// and `options`; does not read the environment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no region is known.
+    pub fn from_sdk_config(shared: &aws_config::SdkConfig, options: &S3Options) -> Result<Self> {
+        let mut builder = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(options.path_style())
             .retry_config(
                 RetryConfig::standard()
@@ -162,6 +171,9 @@ impl S3Store {
             .clone()
             .or_else(|| shared.endpoint_url().map(str::to_owned))
             .map_or_else(|| "AWS S3".to_owned(), |e| redact_url(&e));
+        if let Some(endpoint) = &options.endpoint_url {
+            builder = builder.endpoint_url(endpoint);
+        }
         let mut store = Self::new(Client::from_conf(builder.build()), &options.bucket);
         store.endpoint = endpoint;
         Ok(store)

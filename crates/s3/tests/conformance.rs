@@ -256,3 +256,76 @@ async fn s3_unreachable_endpoint_is_named() {
     );
     assert!(err.is_transient());
 }
+
+/// A server that answers `503 SlowDown` to the first `failures` requests, then 200.
+async fn flaky_server(failures: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    // One request per read is enough for HEAD requests without bodies.
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    let i = counter.fetch_add(1, Ordering::SeqCst);
+                    // HeadBucket: S3 answers throttling with a bare 503 (no body on HEAD).
+                    let response = if i < failures {
+                        "HTTP/1.1 503 Slow Down\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, seen)
+}
+
+fn static_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+            aws_sdk_s3::config::Credentials::new("a", "b", None, None, "test"),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff() {
+    let (endpoint, seen) = flaky_server(2).await;
+    let mut options = litemaas_s3::S3Options::new("bucket");
+    options.endpoint_url = Some(endpoint);
+    let store = S3Store::from_sdk_config(&static_config(), &options).unwrap();
+    store.check().await.unwrap();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn persistent_throttling_gives_up_after_the_configured_attempts() {
+    let (endpoint, seen) = flaky_server(usize::MAX).await;
+    let mut options = litemaas_s3::S3Options::new("bucket");
+    options.endpoint_url = Some(endpoint);
+    options.max_attempts = 3;
+    let store = S3Store::from_sdk_config(&static_config(), &options).unwrap();
+    let err = store.check().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
