@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use litemaas_dump::{CompressOptions, Compression, DumpSource, Encoded};
+use litemaas_dump::{CompressOptions, Compression, DumpSource, EncodeSummary, Encoded};
 use litemaas_s3::{ObjectStore, UploadOptions, UploadWriter};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -157,81 +157,41 @@ pub async fn run(
     };
     let upload = store.put_multipart(&key).await.map_err(upload_err)?;
     let mut writer = UploadWriter::new(upload, options.upload.clone());
-    let source_name = |_: ()| source.describe();
-
     let dump = match source.start().await {
         Ok(dump) => dump,
         Err(e) => {
             abort(writer).await;
             return Err(BackupError::Dump {
-                source_name: source_name(()),
+                source_name: source.describe(),
                 source: e,
             });
         }
     };
     let mut encoded = Encoded::new(dump.reader, options.compression, options.compress);
-    let completion = dump.completion;
 
-    // Stream every chunk into the upload. A write error has already aborted the upload.
-    loop {
-        let next: Option<std::io::Result<Bytes>> = tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                abort(writer).await;
-                return Err(BackupError::Cancelled { key });
-            }
-            next = encoded.next() => next,
-        };
-        match next {
-            Some(Ok(chunk)) => writer.write(chunk).await.map_err(upload_err)?,
-            Some(Err(e)) => {
-                abort(writer).await;
-                // The read failed; the dump's own verdict (exit status, stderr) says more.
-                let cause = match completion.await {
-                    Err(dump_error) => dump_error,
-                    Ok(_) => litemaas_dump::Error::Io {
-                        context: "reading the dump".into(),
-                        source: e,
-                    },
-                };
-                return Err(BackupError::Dump {
-                    source_name: source_name(()),
-                    source: cause,
-                });
-            }
-            None => break,
-        }
-    }
-
-    // The bytes ended: only the dump's verdict decides whether they are a backup.
-    let verdict = tokio::select! {
+    // Everything up to the dump's verdict can be cancelled; dropping the stream stops pg_dump.
+    let outcome = tokio::select! {
         biased;
-        () = cancel.cancelled() => {
+        () = cancel.cancelled() => None,
+        outcome = stream_into(&mut encoded, dump.completion, &mut writer) => Some(outcome),
+    };
+    let (info, summary) = match outcome {
+        None => {
             abort(writer).await;
             return Err(BackupError::Cancelled { key });
         }
-        verdict = completion => verdict,
-    };
-    let info = match verdict {
-        Ok(info) => info,
-        Err(e) => {
+        Some(Err(Failure::Upload(e))) => {
+            abort(writer).await; // already aborted by the writer; harmless
+            return Err(upload_err(e));
+        }
+        Some(Err(Failure::Dump(e))) => {
             abort(writer).await;
             return Err(BackupError::Dump {
-                source_name: source_name(()),
+                source_name: source.describe(),
                 source: e,
             });
         }
-    };
-    let Some(summary) = encoded.summary() else {
-        abort(writer).await;
-        let e = std::io::Error::other("the compressed stream did not end");
-        return Err(BackupError::Dump {
-            source_name: source_name(()),
-            source: litemaas_dump::Error::Io {
-                context: "encoding".into(),
-                source: e,
-            },
-        });
+        Some(Ok(done)) => done,
     };
     let uploaded = writer.finish().await.map_err(upload_err)?;
 
@@ -282,6 +242,44 @@ pub async fn run(
         "backup complete"
     );
     Ok(report)
+}
+
+enum Failure {
+    Dump(litemaas_dump::Error),
+    Upload(litemaas_s3::Error),
+}
+
+/// Streams every compressed chunk into the upload, then waits for the dump's verdict: only
+/// that decides whether the bytes are a backup.
+async fn stream_into(
+    encoded: &mut Encoded,
+    completion: futures::future::BoxFuture<'static, litemaas_dump::Result<litemaas_dump::DumpInfo>>,
+    writer: &mut UploadWriter,
+) -> Result<(litemaas_dump::DumpInfo, EncodeSummary), Failure> {
+    while let Some(next) = encoded.next().await {
+        match next {
+            Ok(chunk) => writer.write(chunk).await.map_err(Failure::Upload)?,
+            // The read failed; the dump's own verdict (exit status, stderr) says more.
+            Err(e) => {
+                return Err(Failure::Dump(match completion.await {
+                    Err(dump_error) => dump_error,
+                    Ok(_) => litemaas_dump::Error::Io {
+                        context: "reading the dump".into(),
+                        source: e,
+                    },
+                }));
+            }
+        }
+    }
+    let info = completion.await.map_err(Failure::Dump)?;
+    let summary = encoded.summary().ok_or_else(|| {
+        let e = std::io::Error::other("the compressed stream did not end");
+        Failure::Dump(litemaas_dump::Error::Io {
+            context: "encoding".into(),
+            source: e,
+        })
+    })?;
+    Ok((info, summary))
 }
 
 async fn abort(writer: UploadWriter) {
