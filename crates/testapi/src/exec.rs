@@ -1,0 +1,213 @@
+//! `pods/<name>/exec` over WebSocket, with the channel protocols kube-rs and kubectl use
+//! (`v4.channel.k8s.io` and `v5.channel.k8s.io`): channel 0 stdin, 1 stdout, 2 stderr, 3 the
+//! `Status` with the exit code, and in v5 channel 255 to close stdin. The command runs on this
+//! host with the environment registered for the pod, so a "pod" can really run `pg_dump`.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::api::{authorize, parse_target, query_pairs};
+use crate::store::Key;
+use crate::{ExecRecord, Shared};
+
+const PROTOCOLS: [&str; 4] = [
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+
+/// The exec endpoint.
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, pod)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _body) = request.into_parts();
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .ok();
+    let (uri, headers): (Uri, HeaderMap) = (parts.uri.clone(), parts.headers.clone());
+    match prepare(&shared, &namespace, &pod, &uri, &headers) {
+        Err(e) => e.into_response(),
+        Ok(record) => match ws {
+            None => crate::error::ApiError::bad_request(
+                "exec needs a WebSocket upgrade (SPDY is not served)",
+            )
+            .into_response(),
+            Some(ws) => ws
+                .protocols(PROTOCOLS)
+                .on_upgrade(move |socket| async move {
+                    let env = shared.exec_env(&namespace, &pod);
+                    shared
+                        .exec_log
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(record.clone());
+                    run(socket, record, env).await;
+                }),
+        },
+    }
+}
+
+fn prepare(
+    shared: &Shared,
+    namespace: &str,
+    pod: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<ExecRecord, crate::error::ApiError> {
+    let target = parse_target(uri.path())?;
+    authorize(shared, headers, "create", &target)?;
+    let def = target.def;
+    shared.store.get(def, &Key::new(def, namespace, pod))?;
+    let q = query_pairs(uri);
+    let flag = |k: &str| {
+        q.iter()
+            .any(|(key, v)| key == k && (v == "true" || v == "1"))
+    };
+    let command: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if command.is_empty() {
+        return Err(crate::error::ApiError::bad_request(
+            "you must specify at least 1 command",
+        ));
+    }
+    Ok(ExecRecord {
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
+        container: q
+            .iter()
+            .find(|(k, _)| k == "container")
+            .map(|(_, v)| v.clone()),
+        command,
+        stdin: flag("stdin"),
+        request_uri: uri.to_string(),
+    })
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) {
+    let v5 = socket.protocol().and_then(|p| p.to_str().ok()) == Some("v5.channel.k8s.io");
+    let (mut sink, mut incoming) = socket.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.flush().await;
+    });
+
+    let mut cmd = tokio::process::Command::new(&record.command[0]);
+    cmd.args(&record.command[1..])
+        .envs(env)
+        .stdin(if record.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
+                "message": format!("failed to exec in container: exec: \"{}\": {e}", record.command[0])});
+            let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
+            let _ = tx.send(close()).await;
+            let _ = writer.await;
+            return;
+        }
+    };
+
+    let pump = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, channel: u8| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let Some(mut reader) = reader else { return };
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = reader.read(&mut buf).await {
+                if n == 0 || tx.send(frame(channel, &buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let stdout = pump(child.stdout.take().map(|r| Box::new(r) as _), 1);
+    let stderr = pump(child.stderr.take().map(|r| Box::new(r) as _), 2);
+
+    // Client → stdin, until it closes stdin (v5), the socket closes, or the process ends.
+    let mut stdin = child.stdin.take();
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            message = incoming.next() => match message {
+                Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
+                    0 => {
+                        if let Some(w) = stdin.as_mut()
+                            && w.write_all(&data[1..]).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    255 if v5 && data.get(1) == Some(&0) => stdin = None, // close stdin
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client went away: stop the command, as the kubelet would.
+                    let _ = child.start_kill();
+                    break child.wait().await;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    drop(stdin);
+    let _ = stdout.await;
+    let _ = stderr.await;
+
+    let status = match status {
+        Ok(s) if s.success() => json!({"metadata": {}, "status": "Success"}),
+        Ok(s) => {
+            let code = s.code().map_or_else(|| "137".to_owned(), |c| c.to_string());
+            json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                   "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                   "details": {"causes": [{"reason": "ExitCode", "message": code}]}})
+        }
+        Err(e) => {
+            json!({"metadata": {}, "status": "Failure", "reason": "InternalError", "message": e.to_string()})
+        }
+    };
+    let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
+    let _ = tx.send(close()).await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }))
+}

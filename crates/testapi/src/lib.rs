@@ -1,0 +1,303 @@
+//! # litemaas-testapi
+//!
+//! An in-process Kubernetes API server for tests, faithful enough that production code runs
+//! against it unchanged through a kubeconfig, and that `kubectl` agrees with what it stores.
+//!
+//! - Discovery (`/version`, `/api`, `/apis`, resource lists) for the types LiteMaaS backups touch:
+//!   namespaces, pods, secrets, PVCs, service accounts, StatefulSets (with `scale`), CronJobs,
+//!   Jobs, Roles, RoleBindings, Leases, VolumeSnapshots and their classes, OpenShift Routes.
+//! - The API's semantics: uid, increasing resourceVersion with 409 on stale updates,
+//!   creationTimestamp, generateName, label and field selectors, JSON / merge / strategic merge
+//!   patches and server-side apply (as a merge), `status` subresources, watches with resume, and
+//!   `Status` error bodies shaped like the real ones.
+//! - Optional bearer tokens with RBAC rules ([`Rule::from_role`]), so a test can prove a Role is
+//!   enough.
+//! - Simulated controllers ([`ControllerConfig`]): the CSI snapshotter, StatefulSet pods and
+//!   claims, PVC binding (restored claims bind when their snapshot is ready).
+//! - `pods/<name>/exec` over WebSocket (v4 and v5 channel protocols) running the command on this
+//!   host with an environment registered per pod ([`TestApiServer::set_exec_env`]); every
+//!   request is recorded ([`TestApiServer::exec_log`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! use kube::api::{Api, PostParams};
+//! use kube::core::DynamicObject;
+//!
+//! let server = litemaas_testapi::TestApiServer::start().await?;
+//! server.create_namespace("litemaas")?;
+//! let client = server.client().await?;
+//! let secrets: Api<kube::core::DynamicObject> = Api::namespaced_with(
+//!     client, "litemaas", &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+//! );
+//! # let _ = (secrets, PostParams::default());
+//! assert!(server.kubeconfig_path().exists());
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod auth;
+mod controllers;
+mod error;
+mod exec;
+mod resources;
+mod select;
+mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{Identity, Rule};
+pub use controllers::{ControllerConfig, SnapshotBehavior};
+pub use error::ApiError;
+pub use resources::{RESOURCES, ResourceDef};
+
+/// The token of the test's own (administrator) client.
+pub const ADMIN_TOKEN: &str = "litemaas-testapi-admin";
+
+/// One exec request, as an API server audit log would record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// Container, if named.
+    pub container: Option<String>,
+    /// The command line.
+    pub command: Vec<String>,
+    /// Whether stdin was attached.
+    pub stdin: bool,
+    /// The full request URI (what an audit log stores).
+    pub request_uri: String,
+}
+
+pub(crate) struct Shared {
+    pub store: store::Store,
+    pub auth: RwLock<auth::Auth>,
+    pub controllers: RwLock<ControllerConfig>,
+    pub exec_env: Mutex<HashMap<(String, String), Vec<(String, String)>>>,
+    pub exec_log: Mutex<Vec<ExecRecord>>,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn exec_env(&self, namespace: &str, pod: &str) -> Vec<(String, String)> {
+        self.exec_env
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A running test API server on a random loopback port; stopped on drop.
+pub struct TestApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestApiServer {
+    /// Starts a server with the default controller behaviour and a `default` namespace.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(ControllerConfig::default()).await
+    }
+
+    /// Starts a server with the given controller behaviour.
+    pub async fn start_with(config: ControllerConfig) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            store: store::Store::default(),
+            auth: RwLock::default(),
+            controllers: RwLock::new(config),
+            exec_env: Mutex::default(),
+            exec_log: Mutex::default(),
+            shutdown: CancellationToken::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind the test API server")?;
+        let addr = listener.local_addr()?;
+        let router = axum::Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/exec",
+                axum::routing::any(exec::handle),
+            )
+            .fallback(api::handle)
+            .with_state(shared.clone());
+        let shutdown = shared.shutdown.clone();
+        let task = tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::warn!("test API server stopped: {e}");
+            }
+        });
+        tokio::spawn(controllers::run(shared.clone()));
+        let dir = tempfile::Builder::new()
+            .prefix("litemaas-testapi-")
+            .tempdir()?;
+        let server = Self {
+            shared,
+            addr,
+            dir,
+            task,
+        };
+        server.write_kubeconfig(&server.kubeconfig_path(), ADMIN_TOKEN, "default")?;
+        server.create_namespace("default")?;
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig (administrator token, namespace `default`) for kubectl and kube-rs.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Writes a kubeconfig for `token` with `namespace` as its default.
+    pub fn write_kubeconfig(&self, path: &Path, token: &str, namespace: &str) -> Result<()> {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testapi\n  cluster:\n    server: {url}\n\
+             contexts:\n- name: testapi\n  context:\n    cluster: testapi\n    user: testapi-user\n    namespace: {namespace}\n\
+             current-context: testapi\nusers:\n- name: testapi-user\n  user:\n    token: {token}\n",
+            url = self.url()
+        );
+        std::fs::write(path, yaml).with_context(|| format!("write {}", path.display()))
+    }
+
+    /// A kube-rs client for the administrator, built from the kubeconfig as production code
+    /// builds one.
+    pub async fn client(&self) -> Result<kube::Client> {
+        self.client_for(&self.kubeconfig_path()).await
+    }
+
+    /// A kube-rs client for `token` (see [`add_token`](Self::add_token)).
+    pub async fn client_with_token(&self, token: &str, namespace: &str) -> Result<kube::Client> {
+        let path = self.dir.path().join(format!("kubeconfig-{token}"));
+        self.write_kubeconfig(&path, token, namespace)?;
+        self.client_for(&path).await
+    }
+
+    async fn client_for(&self, path: &Path) -> Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// `kubectl` set up for this server (`KUBECONFIG`, no OpenAPI validation).
+    pub fn kubectl(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.env("KUBECONFIG", self.kubeconfig_path())
+            .env("HOME", self.dir.path());
+        cmd
+    }
+
+    /// Accepts `token` with the given identity and RBAC rules.
+    pub fn add_token(&self, token: &str, identity: Identity) {
+        self.shared
+            .auth
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(token.to_owned(), identity);
+    }
+
+    /// Changes how the simulated controllers behave from now on.
+    pub fn set_controllers(&self, config: ControllerConfig) {
+        *self
+            .shared
+            .controllers
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The environment commands exec'd in `namespace/pod` run with (e.g. `PGHOST`, `PGPORT`).
+    pub fn set_exec_env(&self, namespace: &str, pod: &str, env: Vec<(String, String)>) {
+        self.shared
+            .exec_env
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.into(), pod.into()), env);
+    }
+
+    /// Every exec request so far.
+    pub fn exec_log(&self) -> Vec<ExecRecord> {
+        self.shared
+            .exec_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Creates an object directly (as the administrator), e.g. fixtures.
+    pub fn create(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let def = RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .ok_or_else(|| ApiError::no_route(&format!("{group}/{plural}")))?;
+        self.shared.store.create(def, namespace, object)
+    }
+
+    /// Reads an object directly.
+    pub fn get(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let def = RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .ok_or_else(|| ApiError::no_route(&format!("{group}/{plural}")))?;
+        self.shared
+            .store
+            .get(def, &store::Key::new(def, namespace, name))
+    }
+
+    /// Creates a namespace.
+    pub fn create_namespace(&self, name: &str) -> Result<Value, ApiError> {
+        self.create(
+            "",
+            "namespaces",
+            "",
+            serde_json::json!({"metadata": {"name": name}}),
+        )
+    }
+}
+
+impl Drop for TestApiServer {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        self.task.abort();
+    }
+}
