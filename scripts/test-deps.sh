@@ -25,6 +25,10 @@ if ! id postgres >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "test-deps: creating user postgres (initdb refuses to run as root)" >&2
   as_root useradd --system --no-create-home --shell /usr/sbin/nologin postgres
 fi
+if ! command -v kubectl >/dev/null; then
+  echo "test-deps: installing kubectl (the independent client the test API server is checked with)" >&2
+  apt_install kubectl || { echo "test-deps: kubectl is not in this machine's package sources" >&2; exit 1; }
+fi
 for tool in gzip gunzip; do
   command -v "$tool" >/dev/null || apt_install gzip
 done
@@ -40,4 +44,4 @@ then
   "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" awscli
 fi
 
-echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1)" >&2
+echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), kubectl $(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1)" >&2

@@ -208,7 +208,12 @@ async fn resource_request(
         }
         ("POST", None, None) => {
             authorize(shared, headers, "create", &target)?;
-            let object: Value = parse_body(&body)?;
+            let mut object: Value = parse_body(&body)?;
+            if def.status
+                && let Some(map) = object.as_object_mut()
+            {
+                map.remove("status"); // status is written only through its subresource
+            }
             let created = shared.store.create(def, &ns, object)?;
             Ok(json_response(201, &created))
         }

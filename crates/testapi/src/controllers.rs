@@ -73,10 +73,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             ("snapshot.storage.k8s.io", "volumesnapshots") if event.kind == EventType::Added => {
                 tokio::spawn(snapshot(shared.clone(), event.key.clone()));
             }
-            ("snapshot.storage.k8s.io", "volumesnapshots") if upsert => {
-                if event.object["status"]["readyToUse"] == json!(true) {
-                    bind_restored_claims(&shared, &event.key.namespace, &event.key.name);
-                }
+            ("snapshot.storage.k8s.io", "volumesnapshots")
+                if upsert && event.object["status"]["readyToUse"] == json!(true) =>
+            {
+                bind_restored_claims(&shared, &event.key.namespace, &event.key.name);
             }
             ("", "persistentvolumeclaims") if event.kind == EventType::Added => {
                 bind_claim(&shared, &event.key, &event.object)

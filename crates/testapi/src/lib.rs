@@ -21,17 +21,19 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
+//! use k8s_openapi::api::core::v1::Secret;
 //! use kube::api::{Api, PostParams};
-//! use kube::core::DynamicObject;
 //!
 //! let server = litemaas_testapi::TestApiServer::start().await?;
 //! server.create_namespace("litemaas")?;
-//! let client = server.client().await?;
-//! let secrets: Api<kube::core::DynamicObject> = Api::namespaced_with(
-//!     client, "litemaas", &kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
-//! );
-//! # let _ = (secrets, PostParams::default());
-//! assert!(server.kubeconfig_path().exists());
+//! // Production code builds its client from a kubeconfig; so does this one.
+//! let secrets: Api<Secret> = Api::namespaced(server.client().await?, "litemaas");
+//! let mut secret = Secret::default();
+//! secret.metadata.name = Some("litemaas-db".into());
+//! secrets.create(&PostParams::default(), &secret).await?;
+//! let stored = server.get("", "secrets", "litemaas", "litemaas-db")?;
+//! assert!(stored["metadata"]["uid"].is_string());
+//! // kubectl uses the same kubeconfig: server.kubectl().args(["get", "secrets", "-n", "litemaas"])
 //! # Ok(()) }
 //! ```
 
@@ -78,11 +80,14 @@ pub struct ExecRecord {
     pub request_uri: String,
 }
 
+/// Environment of exec'd commands by (namespace, pod).
+type ExecEnv = HashMap<(String, String), Vec<(String, String)>>;
+
 pub(crate) struct Shared {
     pub store: store::Store,
     pub auth: RwLock<auth::Auth>,
     pub controllers: RwLock<ControllerConfig>,
-    pub exec_env: Mutex<HashMap<(String, String), Vec<(String, String)>>>,
+    pub exec_env: Mutex<ExecEnv>,
     pub exec_log: Mutex<Vec<ExecRecord>>,
     pub shutdown: CancellationToken,
 }

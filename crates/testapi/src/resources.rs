@@ -32,8 +32,6 @@ const fn def(
     singular: &'static str,
     kind: &'static str,
     namespaced: bool,
-    status: bool,
-    short_names: &'static [&'static str],
 ) -> ResourceDef {
     ResourceDef {
         group,
@@ -42,36 +40,43 @@ const fn def(
         singular,
         kind,
         namespaced,
-        status,
+        status: false,
         scale: false,
-        short_names,
+        short_names: &[],
+    }
+}
+
+impl ResourceDef {
+    const fn with_status(self) -> Self {
+        Self {
+            status: true,
+            ..self
+        }
+    }
+    const fn with_scale(self) -> Self {
+        Self {
+            scale: true,
+            ..self
+        }
+    }
+    const fn short(self, short_names: &'static [&'static str]) -> Self {
+        Self {
+            short_names,
+            ..self
+        }
     }
 }
 
 /// Every resource type served.
 pub static RESOURCES: &[ResourceDef] = &[
-    def(
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        true,
-        &["ns"],
-    ),
-    def("", "v1", "pods", "pod", "Pod", true, true, &["po"]),
-    def("", "v1", "secrets", "secret", "Secret", true, false, &[]),
-    def(
-        "",
-        "v1",
-        "configmaps",
-        "configmap",
-        "ConfigMap",
-        true,
-        false,
-        &["cm"],
-    ),
+    def("", "v1", "namespaces", "namespace", "Namespace", false)
+        .with_status()
+        .short(&["ns"]),
+    def("", "v1", "pods", "pod", "Pod", true)
+        .with_status()
+        .short(&["po"]),
+    def("", "v1", "secrets", "secret", "Secret", true),
+    def("", "v1", "configmaps", "configmap", "ConfigMap", true).short(&["cm"]),
     def(
         "",
         "v1",
@@ -79,9 +84,9 @@ pub static RESOURCES: &[ResourceDef] = &[
         "persistentvolumeclaim",
         "PersistentVolumeClaim",
         true,
-        true,
-        &["pvc"],
-    ),
+    )
+    .with_status()
+    .short(&["pvc"]),
     def(
         "",
         "v1",
@@ -89,56 +94,37 @@ pub static RESOURCES: &[ResourceDef] = &[
         "serviceaccount",
         "ServiceAccount",
         true,
-        false,
-        &["sa"],
-    ),
+    )
+    .short(&["sa"]),
+    def("", "v1", "services", "service", "Service", true)
+        .with_status()
+        .short(&["svc"]),
     def(
-        "",
+        "apps",
         "v1",
-        "services",
-        "service",
-        "Service",
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
         true,
-        true,
-        &["svc"],
-    ),
-    ResourceDef {
-        scale: true,
-        ..def(
-            "apps",
-            "v1",
-            "statefulsets",
-            "statefulset",
-            "StatefulSet",
-            true,
-            true,
-            &["sts"],
-        )
-    },
-    ResourceDef {
-        scale: true,
-        ..def(
-            "apps",
-            "v1",
-            "deployments",
-            "deployment",
-            "Deployment",
-            true,
-            true,
-            &["deploy"],
-        )
-    },
+    )
+    .with_status()
+    .with_scale()
+    .short(&["sts"]),
     def(
-        "batch",
+        "apps",
         "v1",
-        "cronjobs",
-        "cronjob",
-        "CronJob",
+        "deployments",
+        "deployment",
+        "Deployment",
         true,
-        true,
-        &["cj"],
-    ),
-    def("batch", "v1", "jobs", "job", "Job", true, true, &[]),
+    )
+    .with_status()
+    .with_scale()
+    .short(&["deploy"]),
+    def("batch", "v1", "cronjobs", "cronjob", "CronJob", true)
+        .with_status()
+        .short(&["cj"]),
+    def("batch", "v1", "jobs", "job", "Job", true).with_status(),
     def(
         "rbac.authorization.k8s.io",
         "v1",
@@ -146,8 +132,6 @@ pub static RESOURCES: &[ResourceDef] = &[
         "role",
         "Role",
         true,
-        false,
-        &[],
     ),
     def(
         "rbac.authorization.k8s.io",
@@ -156,8 +140,6 @@ pub static RESOURCES: &[ResourceDef] = &[
         "rolebinding",
         "RoleBinding",
         true,
-        false,
-        &[],
     ),
     def(
         "coordination.k8s.io",
@@ -166,8 +148,6 @@ pub static RESOURCES: &[ResourceDef] = &[
         "lease",
         "Lease",
         true,
-        false,
-        &[],
     ),
     def(
         "snapshot.storage.k8s.io",
@@ -176,9 +156,9 @@ pub static RESOURCES: &[ResourceDef] = &[
         "volumesnapshot",
         "VolumeSnapshot",
         true,
-        true,
-        &["vs"],
-    ),
+    )
+    .with_status()
+    .short(&["vs"]),
     def(
         "snapshot.storage.k8s.io",
         "v1",
@@ -186,19 +166,9 @@ pub static RESOURCES: &[ResourceDef] = &[
         "volumesnapshotclass",
         "VolumeSnapshotClass",
         false,
-        false,
-        &["vsclass", "vsclasses"],
-    ),
-    def(
-        "route.openshift.io",
-        "v1",
-        "routes",
-        "route",
-        "Route",
-        true,
-        true,
-        &[],
-    ),
+    )
+    .short(&["vsclass", "vsclasses"]),
+    def("route.openshift.io", "v1", "routes", "route", "Route", true).with_status(),
 ];
 
 /// The definition for `group`/`version`/`plural`.
