@@ -7,9 +7,11 @@
 //!   with SHA-256;
 //! - [`store`] (`litemaas-s3`): S3, local-directory and in-memory stores with bounded-memory
 //!   multipart upload;
+//! - [`retention`] (`litemaas-retention`): which backups to keep, as pure logic;
 //!
-//! and holds the job that joins them, [`backup::run`]: one streaming database backup whose
-//! object becomes visible only after the dump is proven good, followed by its integrity record.
+//! and holds the jobs that join them: [`backup::run`], one streaming database backup whose
+//! object becomes visible only after the dump is proven good, followed by its integrity record;
+//! and [`prune`], retention applied to the dumps in a store and cleanup of abandoned uploads.
 //!
 //! ```
 //! use litemaas_backup::backup::{self, BackupOptions};
@@ -37,9 +39,12 @@
 //! ```
 
 pub mod backup;
+pub mod prune;
 pub mod record;
 
 /// Dump sources and the compression pipeline (`litemaas-dump`).
 pub use litemaas_dump as dump;
+/// Retention planning (`litemaas-retention`).
+pub use litemaas_retention as retention;
 /// Object stores and multipart upload (`litemaas-s3`).
 pub use litemaas_s3 as store;

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use litemaas_backup::dump::Compression;
+use litemaas_backup::retention::RetentionOptions;
+use litemaas_cli::StoreArgs;
 
-/// Stream a pg_dump of the LiteMaaS database, compressed, into S3 (or a local directory).
+/// Stream a pg_dump of the LiteMaaS database, compressed, into S3 (or a local directory), then
+/// apply retention to the dumps (default: keep the last 12) — only if the backup succeeded.
 #[derive(Debug, Parser)]
 #[command(name = "litemaas-backup", version, about, long_about = None)]
 pub struct Args {
@@ -21,22 +24,8 @@ pub struct Args {
     )]
     pub database_url: Option<String>,
 
-    /// S3 bucket; without it the backup goes to the local directory --dest.
-    #[arg(long, env = "LITEMAAS_BUCKET")]
-    pub bucket: Option<String>,
-
-    /// Key prefix in the bucket [default: litemaas-backups]; none in a local --dest.
-    #[arg(long, env = "LITEMAAS_PREFIX")]
-    pub prefix: Option<String>,
-
-    /// Local directory used when no bucket is given.
-    #[arg(
-        long,
-        env = "LITEMAAS_DEST",
-        default_value = "litemaas-backups",
-        value_name = "DIR"
-    )]
-    pub dest: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// gzip[:1-9], zstd[:1-19] or none.
     #[arg(long, env = "LITEMAAS_COMPRESSION", default_value = "gzip")]
@@ -45,18 +34,6 @@ pub struct Args {
     /// Compression threads (default: all cores).
     #[arg(long, env = "LITEMAAS_THREADS")]
     pub threads: Option<usize>,
-
-    /// S3-compatible endpoint (ODF, MinIO); AWS_ENDPOINT_URL_S3 is read too.
-    #[arg(long, env = "LITEMAAS_ENDPOINT_URL", value_name = "URL")]
-    pub endpoint_url: Option<String>,
-
-    /// AWS region (default: the AWS configuration chain).
-    #[arg(long, env = "LITEMAAS_REGION")]
-    pub region: Option<String>,
-
-    /// Path-style S3 addressing (automatic for IP and localhost endpoints).
-    #[arg(long, env = "LITEMAAS_PATH_STYLE")]
-    pub path_style: bool,
 
     /// Multipart part size in MiB (at least 5).
     #[arg(long, env = "LITEMAAS_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(5..=5120))]
@@ -74,6 +51,14 @@ pub struct Args {
         value_name = "PATH"
     )]
     pub pg_dump: PathBuf,
+
+    /// Retention rules for the dumps after a successful backup (default: --keep-last 12).
+    #[command(flatten, next_help_heading = "Retention (after a successful backup)")]
+    pub retention: RetentionOptions,
+
+    /// Do not apply retention.
+    #[arg(long, env = "LITEMAAS_NO_PRUNE")]
+    pub no_prune: bool,
 
     /// Print one JSON object describing the backup on stdout.
     #[arg(long, env = "LITEMAAS_JSON")]

@@ -1,23 +1,68 @@
 //! Assembling the pieces from the arguments, and reporting.
 
-use std::sync::Arc;
-
-use anyhow::Result;
+use anyhow::{Context, Result};
 use litemaas_backup::backup::{self, BackupOptions, BackupReport};
 use litemaas_backup::dump::{CompressOptions, PgConnection, PgDump};
-use litemaas_backup::store::{LocalStore, ObjectStore, S3Options, S3Store, UploadOptions};
-use tokio_util::sync::CancellationToken;
+use litemaas_backup::prune::{self, DumpListing, PruneReport};
+use litemaas_backup::retention::RetentionOptions;
+use litemaas_backup::store::UploadOptions;
+use serde::Serialize;
 
 use crate::cli::Args;
 
-/// Runs the backup the arguments describe.
-pub async fn backup(args: &Args) -> Result<BackupReport> {
+/// What the run did, for `--json`.
+#[derive(Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    backup: &'a BackupReport,
+    retention: Option<&'a PruneReport>,
+}
+
+/// The backup; then, only if it fully succeeded, retention on the dumps.
+pub async fn backup_then_prune(args: Args) -> Result<()> {
     let now = jiff::Timestamp::now();
-    let source = dump_source(args)?;
-    let store = store(args).await?;
-    let options = options(args, now);
-    let cancel = cancel_on_signal();
-    Ok(backup::run(&source, store.as_ref(), &options, &cancel).await?)
+    let source = dump_source(&args)?;
+    let store = args.store.open().await?;
+    let cancel = litemaas_cli::cancel_on_signal();
+    let report = backup::run(&source, store.as_ref(), &options(&args, now), &cancel)
+        .await
+        .context("retention skipped, nothing was deleted")?;
+    print_backup(&report);
+
+    let retention = if args.no_prune {
+        None
+    } else {
+        let rules = args.retention.clone().or(RetentionOptions::dumps());
+        let pruned = prune::prune_dumps(
+            store.as_ref(),
+            &args.store.prefix(),
+            &rules,
+            &DumpListing::default(),
+            now,
+            false,
+        )
+        .await
+        .with_context(|| format!("the backup {} is stored, but retention failed", report.key))?;
+        eprintln!(
+            "retention: kept {}, deleted {}",
+            pruned.plan.keeps().count(),
+            pruned.deleted.len()
+        );
+        for key in &pruned.deleted {
+            eprintln!("  deleted {key}");
+        }
+        Some(pruned)
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&Report {
+                backup: &report,
+                retention: retention.as_ref()
+            })?
+        );
+    }
+    Ok(())
 }
 
 fn dump_source(args: &Args) -> Result<PgDump> {
@@ -28,27 +73,9 @@ fn dump_source(args: &Args) -> Result<PgDump> {
     Ok(dump.program(&args.pg_dump))
 }
 
-async fn store(args: &Args) -> Result<Arc<dyn ObjectStore>> {
-    Ok(match &args.bucket {
-        Some(bucket) => {
-            let mut options = S3Options::new(bucket);
-            options.region.clone_from(&args.region);
-            options.endpoint_url.clone_from(&args.endpoint_url);
-            options.force_path_style = args.path_style;
-            Arc::new(S3Store::connect(&options).await?)
-        }
-        None => Arc::new(LocalStore::new(&args.dest)),
-    })
-}
-
 fn options(args: &Args, now: jiff::Timestamp) -> BackupOptions {
     let mut options = BackupOptions::new(now);
-    // In a bucket the prefix keeps the original layout; a local --dest is already its own place.
-    options.prefix = match (&args.prefix, &args.bucket) {
-        (Some(prefix), _) => prefix.clone(),
-        (None, Some(_)) => "litemaas-backups".into(),
-        (None, None) => String::new(),
-    };
+    options.prefix = args.store.prefix();
     options.compression = args.compression;
     options.compress = CompressOptions {
         threads: args.threads.unwrap_or(CompressOptions::default().threads),
@@ -62,35 +89,8 @@ fn options(args: &Args, now: jiff::Timestamp) -> BackupOptions {
     options
 }
 
-/// A token cancelled by the first SIGINT or SIGTERM, so the upload is aborted, not abandoned.
-fn cancel_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => tracing::warn!("SIGINT: cancelling the backup"),
-            _ = term.recv() => tracing::warn!("SIGTERM: cancelling the backup"),
-        }
-        cancel.cancel();
-    });
-    token
-}
-
-/// Human summary on stderr; with `--json`, one JSON object on stdout.
-pub fn print_report(report: &BackupReport, json: bool) {
-    if json {
-        match serde_json::to_string(report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("litemaas-backup: cannot print the report as JSON: {e}"),
-        }
-    }
+/// The human summary, on stderr.
+fn print_backup(report: &BackupReport) {
     eprintln!(
         "backup complete: {}/{} ({} bytes {}, {} bytes of SQL, {} part(s), {:.1} s)\n  sha256 {}\n  record {}",
         report.store,

@@ -343,3 +343,87 @@ async fn the_password_never_appears_in_any_process_arguments_or_logs() {
         assert!(!text.contains(&password), "password in the log output");
     }
 }
+
+/// `n` complete monthly dumps from 2024-01, each with its record.
+async fn seed_dumps(store: &S3Store, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let name = format!(
+            "database-{}{:02}01-020000.sql.gz",
+            2024 + i / 12,
+            1 + i % 12
+        );
+        let key = format!("litemaas-backups/{name}");
+        store
+            .put(&key, bytes::Bytes::from_static(b"dump"))
+            .await
+            .unwrap();
+        store
+            .put(
+                &format!("litemaas-backups/records/{name}.json"),
+                bytes::Bytes::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    keys
+}
+
+#[tokio::test]
+async fn a_failed_backup_deletes_nothing_and_says_so() {
+    let store = s3_bucket("cli-failed-keeps").await;
+    seed_dumps(&store, 15).await;
+    let before = store.list("").await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = litemaas_testkit::free_port().unwrap();
+    let out = with_s3(&mut backup_cmd(home.path()))
+        .env(
+            "LITEMAAS_DATABASE_URL",
+            format!("postgres://app@127.0.0.1:{port}/litemaas"),
+        )
+        .args(["--bucket", store.bucket(), "--keep-last", "1"])
+        .output()
+        .unwrap();
+    assert_one_clear_line(
+        &out,
+        &["retention skipped, nothing was deleted", "pg_dump failed"],
+    );
+    assert_eq!(store.list("").await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_successful_backup_then_applies_retention() {
+    let pg = PgCluster::shared();
+    let db = sample_db("cli_retention");
+    let store = s3_bucket("cli-retention").await;
+    let seeded = seed_dumps(&store, 12).await;
+    let home = tempfile::tempdir().unwrap();
+    let out = with_s3(&mut backup_cmd(home.path()))
+        .env("LITEMAAS_DATABASE_URL", pg.url(&db))
+        .args(["--bucket", store.bucket(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 13 dumps, keep the last 12: the oldest one goes, with its record.
+    assert_eq!(
+        report["retention"]["deleted"],
+        serde_json::json!([seeded[0]])
+    );
+    let keys: Vec<String> = store
+        .list("litemaas-backups/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert!(
+        !keys.contains(&seeded[0])
+            && !keys
+                .iter()
+                .any(|k| k.ends_with("database-20240101-020000.sql.gz.json"))
+    );
+    assert!(keys.contains(&report["key"].as_str().unwrap().to_owned()));
+    assert_eq!(keys.iter().filter(|k| !k.contains("/records/")).count(), 12);
+}

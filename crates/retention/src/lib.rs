@@ -50,7 +50,11 @@ pub struct Item {
 impl Item {
     /// An item.
     pub fn new(id: impl Into<String>, time: Option<jiff::Timestamp>, state: State) -> Self {
-        Self { id: id.into(), time, state }
+        Self {
+            id: id.into(),
+            time,
+            state,
+        }
     }
 }
 

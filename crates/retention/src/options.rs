@@ -3,7 +3,7 @@
 use jiff::Span;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{plan, Plan};
+use crate::plan::{Plan, plan};
 use crate::{Error, Item};
 
 /// Retention rules. An item is kept if any rule keeps it; with no rule at all, only the newest
@@ -38,12 +38,18 @@ pub struct RetentionOptions {
 impl RetentionOptions {
     /// The original tool's policy for database dumps: keep the last 12.
     pub fn dumps() -> Self {
-        Self { keep_last: Some(12), ..Self::default() }
+        Self {
+            keep_last: Some(12),
+            ..Self::default()
+        }
     }
 
     /// The original tool's policy for volume snapshots: keep the last 3.
     pub fn snapshots() -> Self {
-        Self { keep_last: Some(3), ..Self::default() }
+        Self {
+            keep_last: Some(3),
+            ..Self::default()
+        }
     }
 
     /// Whether no rule is set (then a binary applies its default).

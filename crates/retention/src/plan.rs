@@ -144,7 +144,14 @@ fn bucket(t: jiff::Timestamp, period: Period) -> (i16, i16, i8, i8) {
     }
 }
 
-pub(crate) fn plan(options: &RetentionOptions, items: &[Item], now: jiff::Timestamp) -> Result<Plan, Error> {
+/// A calendar rule: how many buckets, their period, and the reason it gives.
+type PeriodicRule = (Option<u32>, Period, fn(u32) -> Reason);
+
+pub(crate) fn plan(
+    options: &RetentionOptions,
+    items: &[Item],
+    now: jiff::Timestamp,
+) -> Result<Plan, Error> {
     // One canonical order, whatever the input's: newest first, ties by id; unknown times last.
     let mut sorted: Vec<&Item> = items.iter().collect();
     sorted.sort_by(|a, b| match (a.time, b.time) {
@@ -184,7 +191,7 @@ pub(crate) fn plan(options: &RetentionOptions, items: &[Item], now: jiff::Timest
             }
         }
     }
-    let periodic: [(Option<u32>, Period, fn(u32) -> Reason); 5] = [
+    let periodic: [PeriodicRule; 5] = [
         (options.keep_hourly, Period::Hour, Reason::Hourly),
         (options.keep_daily, Period::Day, Reason::Daily),
         (options.keep_weekly, Period::Week, Reason::Weekly),
@@ -236,7 +243,13 @@ pub(crate) fn plan(options: &RetentionOptions, items: &[Item], now: jiff::Timest
                     }
                 },
             };
-            Decision { id: item.id.clone(), time: item.time, state: item.state, action, reasons: why }
+            Decision {
+                id: item.id.clone(),
+                time: item.time,
+                state: item.state,
+                action,
+                reasons: why,
+            }
         })
         .collect();
     Ok(Plan { decisions })

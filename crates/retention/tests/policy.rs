@@ -12,8 +12,16 @@ fn t(s: &str) -> Timestamp {
 fn monthly(n: usize, state: impl Fn(usize) -> State) -> Vec<Item> {
     (0..n)
         .map(|i| {
-            let time = t("2024-01-01T02:00:00Z").to_zoned(jiff::tz::TimeZone::UTC).checked_add((i as i64).months()).unwrap().timestamp();
-            Item::new(format!("database-{}.sql.gz", time.strftime("%Y%m%d-%H%M%S")), Some(time), state(i))
+            let time = t("2024-01-01T02:00:00Z")
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .checked_add((i as i64).months())
+                .unwrap()
+                .timestamp();
+            Item::new(
+                format!("database-{}.sql.gz", time.strftime("%Y%m%d-%H%M%S")),
+                Some(time),
+                state(i),
+            )
         })
         .collect()
 }
@@ -33,7 +41,9 @@ fn kept(plan: &Plan) -> Vec<String> {
 #[test]
 fn the_original_policy_keeps_the_last_twelve_dumps() {
     let items = monthly(20, |_| State::Complete);
-    let plan = RetentionOptions::dumps().plan(&items, t("2025-09-01T00:00:00Z")).unwrap();
+    let plan = RetentionOptions::dumps()
+        .plan(&items, t("2025-09-01T00:00:00Z"))
+        .unwrap();
     assert_eq!(plan.keeps().count(), 12);
     let deleted = deleted(&plan);
     assert_eq!(deleted.len(), 8);
@@ -44,45 +54,105 @@ fn the_original_policy_keeps_the_last_twelve_dumps() {
 #[test]
 fn failures_never_push_good_backups_out() {
     // The old tool's bug: 12 failed uploads after 12 good ones deleted every good one.
-    let items = monthly(24, |i| if i >= 12 { State::Failed } else { State::Complete });
-    let plan = RetentionOptions::dumps().plan(&items, t("2026-01-01T00:00:00Z")).unwrap();
+    let items = monthly(24, |i| {
+        if i >= 12 {
+            State::Failed
+        } else {
+            State::Complete
+        }
+    });
+    let plan = RetentionOptions::dumps()
+        .plan(&items, t("2026-01-01T00:00:00Z"))
+        .unwrap();
     let kept = kept(&plan);
-    assert_eq!(kept.len(), 24, "nothing is deleted: failed ones are newer than any complete one");
+    assert_eq!(
+        kept.len(),
+        24,
+        "nothing is deleted: failed ones are newer than any complete one"
+    );
     // Once a good one arrives, the failed ones before it go, and still 12 good ones stay.
     let mut items = items;
-    items.push(Item::new("database-20260101-020000.sql.gz", Some(t("2026-01-01T02:00:00Z")), State::Complete));
-    let plan = RetentionOptions::dumps().plan(&items, t("2026-01-02T00:00:00Z")).unwrap();
-    assert_eq!(plan.keeps().filter(|d| d.state == State::Complete).count(), 12);
-    assert!(plan.deletions().filter(|d| d.state == State::Failed).all(|d| d.reasons == [Reason::Superseded]));
-    assert_eq!(plan.deletions().filter(|d| d.state == State::Failed).count(), 12);
+    items.push(Item::new(
+        "database-20260101-020000.sql.gz",
+        Some(t("2026-01-01T02:00:00Z")),
+        State::Complete,
+    ));
+    let plan = RetentionOptions::dumps()
+        .plan(&items, t("2026-01-02T00:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        plan.keeps().filter(|d| d.state == State::Complete).count(),
+        12
+    );
+    assert!(
+        plan.deletions()
+            .filter(|d| d.state == State::Failed)
+            .all(|d| d.reasons == [Reason::Superseded])
+    );
+    assert_eq!(
+        plan.deletions()
+            .filter(|d| d.state == State::Failed)
+            .count(),
+        12
+    );
 }
 
 #[test]
 fn not_ready_snapshots_do_not_count_and_may_be_in_progress() {
     let mut items = monthly(5, |_| State::Complete);
-    items.push(Item::new("litemaas-snapshot-new", Some(t("2030-01-01T00:00:00Z")), State::NotReady));
-    let plan = RetentionOptions::snapshots().plan(&items, t("2030-01-01T00:01:00Z")).unwrap();
-    assert_eq!(plan.keeps().filter(|d| d.state == State::Complete).count(), 3);
-    let new = plan.decisions.iter().find(|d| d.id == "litemaas-snapshot-new").unwrap();
-    assert_eq!((new.action, new.reasons.as_slice()), (Action::Keep, &[Reason::NoNewerComplete][..]));
+    items.push(Item::new(
+        "litemaas-snapshot-new",
+        Some(t("2030-01-01T00:00:00Z")),
+        State::NotReady,
+    ));
+    let plan = RetentionOptions::snapshots()
+        .plan(&items, t("2030-01-01T00:01:00Z"))
+        .unwrap();
+    assert_eq!(
+        plan.keeps().filter(|d| d.state == State::Complete).count(),
+        3
+    );
+    let new = plan
+        .decisions
+        .iter()
+        .find(|d| d.id == "litemaas-snapshot-new")
+        .unwrap();
+    assert_eq!(
+        (new.action, new.reasons.as_slice()),
+        (Action::Keep, &[Reason::NoNewerComplete][..])
+    );
 }
 
 #[test]
 fn the_newest_complete_backup_survives_any_rules() {
     let items = monthly(3, |_| State::Complete);
-    let none = RetentionOptions { keep_last: Some(0), ..RetentionOptions::default() };
+    let none = RetentionOptions {
+        keep_last: Some(0),
+        ..RetentionOptions::default()
+    };
     let plan = none.plan(&items, t("2030-01-01T00:00:00Z")).unwrap();
     assert_eq!(kept(&plan), ["database-20240301-020000.sql.gz"]);
-    assert_eq!(plan.keeps().next().unwrap().reasons, [Reason::NewestComplete]);
+    assert_eq!(
+        plan.keeps().next().unwrap().reasons,
+        [Reason::NewestComplete]
+    );
 }
 
 #[test]
 fn unknown_times_are_never_deleted() {
     let mut items = monthly(3, |_| State::Complete);
     items.push(Item::new("database-garbled.sql.gz", None, State::Complete));
-    let plan = RetentionOptions { keep_last: Some(1), ..RetentionOptions::default() }.plan(&items, t("2030-01-01T00:00:00Z")).unwrap();
+    let plan = RetentionOptions {
+        keep_last: Some(1),
+        ..RetentionOptions::default()
+    }
+    .plan(&items, t("2030-01-01T00:00:00Z"))
+    .unwrap();
     assert!(kept(&plan).contains(&"database-garbled.sql.gz".to_owned()));
-    assert_eq!(plan.decisions.last().unwrap().reasons, [Reason::UnknownTime]);
+    assert_eq!(
+        plan.decisions.last().unwrap().reasons,
+        [Reason::UnknownTime]
+    );
 }
 
 #[test]
@@ -90,17 +160,28 @@ fn calendar_buckets_keep_the_newest_of_each() {
     // Daily backups for 100 days from 2025-01-01.
     let items: Vec<Item> = (0..100)
         .map(|d| {
-            let time = t("2025-01-01T02:00:00Z").to_zoned(jiff::tz::TimeZone::UTC).checked_add((d as i64).days()).unwrap().timestamp();
+            let time = t("2025-01-01T02:00:00Z")
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .checked_add((d as i64).days())
+                .unwrap()
+                .timestamp();
             Item::new(format!("d{d:03}"), Some(time), State::Complete)
         })
         .collect();
-    let opts = RetentionOptions { keep_daily: Some(7), keep_weekly: Some(4), keep_monthly: Some(3), ..RetentionOptions::default() };
+    let opts = RetentionOptions {
+        keep_daily: Some(7),
+        keep_weekly: Some(4),
+        keep_monthly: Some(3),
+        ..RetentionOptions::default()
+    };
     let plan = opts.plan(&items, t("2025-04-11T00:00:00Z")).unwrap();
     let kept = kept(&plan);
     // daily: the 7 newest days, d093..d099 (d099 is Thursday 2025-04-10);
     // weekly (ISO weeks end on Sunday): d099, then d095, d088, d081 (Sundays 04-06, 03-30, 03-23);
     // monthly: d099 (April), d089 (March 31), d058 (February 28).
-    for want in ["d093", "d094", "d095", "d096", "d097", "d098", "d099", "d088", "d081", "d089", "d058"] {
+    for want in [
+        "d093", "d094", "d095", "d096", "d097", "d098", "d099", "d088", "d081", "d089", "d058",
+    ] {
         assert!(kept.contains(&want.to_owned()), "{want} not kept: {kept:?}");
     }
     assert_eq!(kept.len(), 11, "{kept:?}");
@@ -109,21 +190,38 @@ fn calendar_buckets_keep_the_newest_of_each() {
 #[test]
 fn keep_within_uses_now() {
     let items = monthly(12, |_| State::Complete);
-    let opts = RetentionOptions { keep_within: Some(Span::new().months(3)), ..RetentionOptions::default() };
+    let opts = RetentionOptions {
+        keep_within: Some(Span::new().months(3)),
+        ..RetentionOptions::default()
+    };
     let plan = opts.plan(&items, t("2024-12-15T00:00:00Z")).unwrap();
-    assert_eq!(kept(&plan), ["database-20241001-020000.sql.gz", "database-20241101-020000.sql.gz", "database-20241201-020000.sql.gz"]);
+    assert_eq!(
+        kept(&plan),
+        [
+            "database-20241001-020000.sql.gz",
+            "database-20241101-020000.sql.gz",
+            "database-20241201-020000.sql.gz"
+        ]
+    );
 }
 
 #[test]
 fn options_read_from_kebab_case_and_reject_unknown_fields() {
-    let o: RetentionOptions = serde_json::from_str(r#"{"keep-last": 4, "keep-within": "P30D", "keep-monthly": 2}"#).unwrap();
+    let o: RetentionOptions =
+        serde_json::from_str(r#"{"keep-last": 4, "keep-within": "P30D", "keep-monthly": 2}"#)
+            .unwrap();
     assert_eq!((o.keep_last, o.keep_monthly), (Some(4), Some(2)));
     assert!(serde_json::from_str::<RetentionOptions>(r#"{"keep_last": 4}"#).is_err());
     assert!(serde_json::from_str::<RetentionOptions>(r#"{"keep-forever": true}"#).is_err());
-    let plan = RetentionOptions::dumps().plan(&monthly(2, |_| State::Complete), t("2030-01-01T00:00:00Z")).unwrap();
+    let plan = RetentionOptions::dumps()
+        .plan(&monthly(2, |_| State::Complete), t("2030-01-01T00:00:00Z"))
+        .unwrap();
     let json = serde_json::to_value(&plan).unwrap();
     assert_eq!(json["decisions"][0]["action"], "keep");
-    assert_eq!(json["decisions"][0]["reasons"][0], serde_json::json!({"rule": "last", "value": 12}));
+    assert_eq!(
+        json["decisions"][0]["reasons"][0],
+        serde_json::json!({"rule": "last", "value": 12})
+    );
 }
 
 // ---- properties ------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+//! # litemaas-cli
+//!
+//! The pieces every `litemaas-*` binary shares, so each `main.rs` stays a table of contents:
+//! [`StoreArgs`] (where backups live: an S3 bucket or a local directory), [`logging::init`],
+//! [`cancel_on_signal`] and [`exit`] (one clear line per failure, non-zero exit).
+//!
+//! ```
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Args {
+//!     #[command(flatten)]
+//!     store: litemaas_cli::StoreArgs,
+//! }
+//! let args = Args::parse_from(["prog", "--dest", "/var/backups/litemaas"]);
+//! assert_eq!(args.store.prefix(), "");
+//! ```
+
+pub mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use litemaas_backup::store::{LocalStore, ObjectStore, S3Options, S3Store};
+use tokio_util::sync::CancellationToken;
+
+/// Where backups live. Every flag also reads an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// S3 bucket; without it, the local directory --dest.
+    #[arg(long, env = "LITEMAAS_BUCKET")]
+    pub bucket: Option<String>,
+
+    /// Key prefix in the bucket [default: litemaas-backups]; none in a local --dest.
+    #[arg(long, env = "LITEMAAS_PREFIX")]
+    pub prefix: Option<String>,
+
+    /// Local directory used when no bucket is given.
+    #[arg(
+        long,
+        env = "LITEMAAS_DEST",
+        default_value = "litemaas-backups",
+        value_name = "DIR"
+    )]
+    pub dest: PathBuf,
+
+    /// S3-compatible endpoint (ODF, MinIO); AWS_ENDPOINT_URL_S3 is read too.
+    #[arg(long, env = "LITEMAAS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region (default: the AWS configuration chain).
+    #[arg(long, env = "LITEMAAS_REGION")]
+    pub region: Option<String>,
+
+    /// Path-style S3 addressing (automatic for IP and localhost endpoints).
+    #[arg(long, env = "LITEMAAS_PATH_STYLE")]
+    pub path_style: bool,
+}
+
+impl StoreArgs {
+    /// The key prefix: as given, else `litemaas-backups` in a bucket (the original layout) and
+    /// nothing in a local directory (the directory is already its own place).
+    pub fn prefix(&self) -> String {
+        match (&self.prefix, &self.bucket) {
+            (Some(prefix), _) => prefix.trim_matches('/').to_owned(),
+            (None, Some(_)) => "litemaas-backups".into(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Opens the store (S3 credentials from the standard AWS chain).
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        Ok(match &self.bucket {
+            Some(bucket) => {
+                let mut options = S3Options::new(bucket);
+                options.region.clone_from(&self.region);
+                options.endpoint_url.clone_from(&self.endpoint_url);
+                options.force_path_style = self.path_style;
+                Arc::new(S3Store::connect(&options).await?)
+            }
+            None => Arc::new(LocalStore::new(&self.dest)),
+        })
+    }
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM, so work in progress is aborted cleanly
+/// rather than abandoned.
+pub fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => tracing::warn!("SIGINT: cancelling"),
+            _ = term.recv() => tracing::warn!("SIGTERM: cancelling"),
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+/// Runs `main` on a multi-threaded runtime and turns its error into one line on stderr
+/// (`<program>: error: <cause chain>`), also logged to the log file, and exit code 1.
+pub fn exit(
+    program: &str,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(main),
+        Err(e) => Err(anyhow::anyhow!(e).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: logging::FILE_ONLY, "{program} failed: {e:#}");
+            eprintln!("{program}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

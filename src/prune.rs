@@ -1,0 +1,214 @@
+//! Retention applied to the dumps in a store, and cleanup of multipart uploads a crash left.
+//!
+//! Dumps are the objects directly under the prefix named `database-YYYYMMDD-HHMMSS.sql[.gz|.zst]`;
+//! anything else is left alone. A dump is complete when its integrity record exists; objects made
+//! by the original tool have no record, so a non-empty dump without one also counts as complete
+//! (users migrate with buckets full of them), and an empty one as failed.
+
+use litemaas_retention::{Action, Item, Plan, RetentionOptions, State};
+use litemaas_s3::{ObjectMeta, ObjectStore, PendingUpload};
+use serde::Serialize;
+
+use crate::record::record_key;
+
+/// How dumps are read.
+#[derive(Debug, Clone, Default)]
+pub struct DumpListing {
+    /// Use the object's LastModified when its name holds no valid time (default: such objects
+    /// get no time, and are never deleted).
+    pub last_modified_fallback: bool,
+}
+
+/// The time in a dump's name, or `None` if the name is not a dump's; `Some(None)` when it
+/// looks like one but the date is invalid.
+pub fn parse_dump_name(name: &str) -> Option<Option<jiff::Timestamp>> {
+    let stem = ["", ".gz", ".zst"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(&format!(".sql{ext}")))?;
+    let stamp = stem.strip_prefix("database-")?;
+    let bytes = stamp.as_bytes();
+    let shape = bytes.len() == 15
+        && bytes[8] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 8 || b.is_ascii_digit());
+    if !shape {
+        return None;
+    }
+    Some(
+        jiff::civil::DateTime::strptime("%Y%m%d-%H%M%S", stamp)
+            .ok()
+            .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp()),
+    )
+}
+
+/// The dumps under `prefix` as retention items.
+///
+/// # Errors
+/// The listing failed.
+pub async fn dump_items(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    listing: &DumpListing,
+) -> litemaas_s3::Result<Vec<Item>> {
+    let prefix = prefix.trim_matches('/');
+    let dir = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let objects = store.list(&dir).await?;
+    let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    Ok(objects
+        .iter()
+        .filter_map(|object: &ObjectMeta| {
+            let name = object.key.strip_prefix(&dir)?;
+            if name.contains('/') {
+                return None;
+            }
+            let parsed = parse_dump_name(name)?;
+            let time = parsed.or(listing
+                .last_modified_fallback
+                .then_some(object.last_modified));
+            let state = if keys.contains(record_key(&object.key).as_str()) || object.size > 0 {
+                State::Complete
+            } else {
+                State::Failed
+            };
+            Some(Item::new(object.key.clone(), time, state))
+        })
+        .collect())
+}
+
+/// Why a prune stopped. Deletions done before the failure stay done (and were logged).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PruneError {
+    /// The store failed.
+    #[error("pruning failed")]
+    Store(#[from] litemaas_s3::Error),
+    /// The retention options are unusable.
+    #[error("invalid retention options")]
+    Options(#[from] litemaas_retention::Error),
+}
+
+/// What a prune did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Every dump with its decision.
+    pub plan: Plan,
+    /// Dumps deleted (with their records).
+    pub deleted: Vec<String>,
+    /// Abandoned multipart uploads aborted.
+    pub aborted_uploads: Vec<PendingUpload>,
+}
+
+/// Plans retention for the dumps under `prefix` and, unless `dry_run`, deletes what the plan
+/// says, one object at a time, logging each with its reason; a dump's record goes after it.
+///
+/// # Errors
+/// Listing or deleting failed; what was deleted before the failure stays deleted and is logged.
+pub async fn prune_dumps(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    options: &RetentionOptions,
+    listing: &DumpListing,
+    now: jiff::Timestamp,
+    dry_run: bool,
+) -> Result<PruneReport, PruneError> {
+    let items = dump_items(store, prefix, listing).await?;
+    let plan = options.plan(&items, now)?;
+    let mut deleted = Vec::new();
+    for decision in plan.decisions.iter().filter(|d| d.action == Action::Delete) {
+        let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+        if dry_run {
+            tracing::info!(
+                key = decision.id,
+                reasons = reasons.join(", "),
+                "would delete"
+            );
+            continue;
+        }
+        store.delete(&decision.id).await?;
+        store.delete(&record_key(&decision.id)).await?;
+        tracing::info!(key = decision.id, reasons = reasons.join(", "), "deleted");
+        deleted.push(decision.id.clone());
+    }
+    Ok(PruneReport {
+        dry_run,
+        plan,
+        deleted,
+        aborted_uploads: Vec::new(),
+    })
+}
+
+/// Aborts the multipart uploads under `prefix` started more than `older_than` before `now`
+/// (a crash leaves them, and S3 bills their parts); younger ones may belong to a running backup.
+///
+/// # Errors
+/// Listing or aborting failed.
+pub async fn abort_stale_uploads(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    older_than: jiff::SignedDuration,
+    now: jiff::Timestamp,
+    dry_run: bool,
+) -> litemaas_s3::Result<Vec<PendingUpload>> {
+    let prefix = prefix.trim_matches('/');
+    let dir = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut aborted = Vec::new();
+    for upload in store.list_pending_uploads(&dir).await? {
+        if now.duration_since(upload.initiated) <= older_than {
+            continue;
+        }
+        if !dry_run {
+            store.abort_pending_upload(&upload).await?;
+        }
+        tracing::info!(key = upload.key, initiated = %upload.initiated, dry_run, "aborted an abandoned multipart upload");
+        aborted.push(upload);
+    }
+    Ok(aborted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_names_are_recognised() {
+        let t = parse_dump_name("database-20251216-053856.sql.gz")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.to_string(), "2025-12-16T05:38:56Z");
+        assert!(
+            parse_dump_name("database-20251216-053856.sql.zst")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            parse_dump_name("database-20251216-053856.sql")
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            parse_dump_name("database-20251345-999999.sql.gz"),
+            Some(None)
+        ); // looks like one, invalid date
+        for other in [
+            "database-latest.sql.gz",
+            "notes.txt",
+            "database-20251216-053856.sql.gz.json",
+            "database-2025121-053856.sql.gz",
+        ] {
+            assert_eq!(parse_dump_name(other), None, "{other}");
+        }
+    }
+}
