@@ -1,34 +1,4 @@
-//! # litemaas-retention
-//!
-//! Which backups to keep and which to delete — as pure logic, with `now` passed in and a reason
-//! for every decision, built so that it cannot make the mistakes backup tools are known for:
-//!
-//! - the newest **complete** backup is never deleted, whatever the rules say;
-//! - failed or not-ready backups never count toward a keep rule (a run of failures cannot push
-//!   the good backups out), and are deleted only once a newer complete backup exists;
-//! - an item whose time could not be read is never deleted;
-//! - the plan does not depend on the order of the input, applying it twice deletes nothing more
-//!   the second time, and moving `now` forward never brings a deleted item back.
-//!
-//! Rules combine as in restic's `forget`: an item is kept if any rule keeps it.
-//!
-//! ```
-//! use jiff::Timestamp;
-//! use litemaas_retention::{Item, RetentionOptions, State};
-//!
-//! let t = |s: &str| s.parse::<Timestamp>().unwrap();
-//! let items = vec![
-//!     Item::new("database-20250101-020000.sql.gz", Some(t("2025-01-01T02:00:00Z")), State::Complete),
-//!     Item::new("database-20250201-020000.sql.gz", Some(t("2025-02-01T02:00:00Z")), State::Complete),
-//!     Item::new("database-20250301-020000.sql.gz", Some(t("2025-03-01T02:00:00Z")), State::Failed),
-//! ];
-//! let options = RetentionOptions { keep_last: Some(1), ..RetentionOptions::default() };
-//! let plan = options.plan(&items, t("2025-03-02T00:00:00Z")).unwrap();
-//! let deleted: Vec<_> = plan.deletions().map(|d| d.id.as_str()).collect();
-//! // The failed one does not count; the newest complete one is kept.
-//! assert_eq!(deleted, ["database-20250101-020000.sql.gz"]);
-//! println!("{plan}");
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod options;
 mod plan;
