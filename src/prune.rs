@@ -19,6 +19,16 @@ pub struct DumpListing {
     pub last_modified_fallback: bool,
 }
 
+/// `prefix/` (or nothing for an empty prefix): what keys directly under the prefix start with.
+fn dir_of(prefix: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
 /// The time in a dump's name, or `None` if the name is not a dump's; `Some(None)` when it
 /// looks like one but the date is invalid.
 pub fn parse_dump_name(name: &str) -> Option<Option<jiff::Timestamp>> {
@@ -53,12 +63,7 @@ pub async fn dump_items(
     prefix: &str,
     listing: &DumpListing,
 ) -> litemaas_s3::Result<Vec<Item>> {
-    let prefix = prefix.trim_matches('/');
-    let dir = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
+    let dir = dir_of(prefix);
     let objects = store.list(&dir).await?;
     let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     Ok(objects
@@ -158,12 +163,7 @@ pub async fn abort_stale_uploads(
     now: jiff::Timestamp,
     dry_run: bool,
 ) -> litemaas_s3::Result<Vec<PendingUpload>> {
-    let prefix = prefix.trim_matches('/');
-    let dir = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
+    let dir = dir_of(prefix);
     let mut aborted = Vec::new();
     for upload in store.list_pending_uploads(&dir).await? {
         if now.duration_since(upload.initiated) <= older_than {

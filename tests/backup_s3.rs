@@ -135,18 +135,24 @@ fn seed_large(pg: &PgCluster, db: &str) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn a_large_dump_goes_up_in_many_parts_and_matches_its_digest() {
+/// A database of ~90 MB, its own bucket, and options with the smallest S3 parts.
+async fn large_fixture(name: &str) -> (&'static PgCluster, String, S3Store, BackupOptions) {
     let pg = PgCluster::shared();
-    let db = pg.create_database("large").unwrap();
+    let db = pg.create_database(name).unwrap();
     seed_large(pg, &db);
-    let store = bucket("large").await;
+    let store = bucket(name).await;
     let mut options = BackupOptions::new(now());
     options.upload = UploadOptions {
         part_size: MIN_PART_SIZE,
         max_in_flight: 3,
         ..UploadOptions::default()
     };
+    (pg, db, store, options)
+}
+
+#[tokio::test]
+async fn a_large_dump_goes_up_in_many_parts_and_matches_its_digest() {
+    let (pg, db, store, options) = large_fixture("large").await;
     let report = backup::run(
         &pg_dump(pg, &db),
         &store,
@@ -178,15 +184,7 @@ async fn a_large_dump_goes_up_in_many_parts_and_matches_its_digest() {
 
 #[tokio::test]
 async fn pg_dump_dying_mid_stream_stores_nothing() {
-    let pg = PgCluster::shared();
-    let db = pg.create_database("killed").unwrap();
-    seed_large(pg, &db);
-    let store = bucket("killed").await;
-    let mut options = BackupOptions::new(now());
-    options.upload = UploadOptions {
-        part_size: MIN_PART_SIZE,
-        ..UploadOptions::default()
-    };
+    let (pg, db, store, options) = large_fixture("killed").await;
 
     // Terminate pg_dump's backend while its COPY runs.
     let killer = {
@@ -246,21 +244,13 @@ async fn pg_dump_dying_mid_stream_stores_nothing() {
 
 #[tokio::test]
 async fn cancelling_mid_stream_aborts_the_upload() {
-    let pg = PgCluster::shared();
-    let db = pg.create_database("cancel").unwrap();
-    seed_large(pg, &db);
-    let store = bucket("cancel").await;
+    let (pg, db, store, options) = large_fixture("cancel").await;
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         trigger.cancel();
     });
-    let mut options = BackupOptions::new(now());
-    options.upload = UploadOptions {
-        part_size: MIN_PART_SIZE,
-        ..UploadOptions::default()
-    };
     let err = backup::run(&pg_dump(pg, &db), &store, &options, &cancel)
         .await
         .unwrap_err();

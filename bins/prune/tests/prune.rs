@@ -40,6 +40,16 @@ fn record(key: &str) -> String {
     format!("{dir}/records/{name}.json")
 }
 
+async fn pending(store: &dyn ObjectStore) -> Vec<String> {
+    store
+        .list_pending_uploads("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect()
+}
+
 async fn keys(store: &S3Store) -> Vec<String> {
     store
         .list("")
@@ -204,14 +214,7 @@ async fn stale_multipart_uploads_are_aborted_and_fresh_ones_are_not() {
         aborted.iter().map(|u| u.key.as_str()).collect::<Vec<_>>(),
         ["database-20250101-020000.sql.gz"]
     );
-    let left: Vec<_> = store
-        .list_pending_uploads("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.key)
-        .collect();
-    assert_eq!(left, ["database-20250201-020000.sql.gz"]);
+    assert_eq!(pending(&store).await, ["database-20250201-020000.sql.gz"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,14 +243,7 @@ async fn the_binary_aborts_abandoned_s3_uploads_under_its_prefix_only() {
         report["aborted_uploads"][0]["key"],
         "litemaas-backups/database-20250101-020000.sql.gz"
     );
-    let left: Vec<_> = store
-        .list_pending_uploads("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.key)
-        .collect();
-    assert_eq!(left, ["elsewhere/x"]);
+    assert_eq!(pending(&store).await, ["elsewhere/x"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
