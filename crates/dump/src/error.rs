@@ -43,6 +43,43 @@ pub enum Error {
         /// Empty output, missing completion marker, …
         reason: String,
     },
+    /// No Running pod matches the selector.
+    #[error("no Running pod with labels {selector} in namespace {namespace} ({found} matching pod(s) in other phases)")]
+    NoPod {
+        /// Namespace.
+        namespace: String,
+        /// Label selector.
+        selector: String,
+        /// Pods that match but are not Running.
+        found: usize,
+    },
+    /// The credentials Secret does not exist.
+    #[error("Secret {namespace}/{name} not found")]
+    SecretMissing {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+    },
+    /// A key is missing from the credentials Secret (or is empty).
+    #[error("Secret {namespace}/{name} has no (non-empty) key {key:?}")]
+    SecretKeyMissing {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// The Kubernetes API failed.
+    #[error("{context}")]
+    Kube {
+        /// What was being done.
+        context: String,
+        /// The cause (boxed: kube is an optional dependency of the crate's users).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Reading the dump, or compressing it, failed.
     #[error("{context}")]
     Io {

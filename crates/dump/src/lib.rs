@@ -3,8 +3,9 @@
 //! Streams a database dump into compressed chunks, checking that the dump really succeeded.
 //!
 //! - [`DumpSource`] is the seam: [`PgDump`] runs `pg_dump --clean --if-exists` on this host (the
-//!   password goes through the environment, never the command line); any `AsyncRead` becomes a
-//!   source with [`DumpStream::from_reader`].
+//!   password goes through the environment, never the command line); with the `kube` feature,
+//!   `PodDump` runs it inside the database pod through the exec API (the password through
+//!   stdin); any `AsyncRead` becomes a source with [`DumpStream::from_reader`].
 //! - [`Encoded`] compresses on the fly ([`Compression`]: gzip on all cores as one standard gzip
 //!   member, zstd, or none) and computes the SHA-256 and sizes of what is stored.
 //! - A dump is good only when its [`DumpStream::completion`] returns `Ok` after the bytes end:
@@ -36,6 +37,8 @@ mod conn;
 mod encode;
 mod error;
 mod pg;
+#[cfg(feature = "kube")]
+pub mod pod;
 mod secret;
 mod source;
 pub mod tap;
@@ -45,5 +48,7 @@ pub use conn::{PgConnection, redact};
 pub use encode::{EncodeSummary, Encoded};
 pub use error::{Error, Result};
 pub use pg::PgDump;
+#[cfg(feature = "kube")]
+pub use pod::{PodDump, PodTarget};
 pub use secret::Secret;
 pub use source::{DumpInfo, DumpSource, DumpStream};
