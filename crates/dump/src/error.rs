@@ -44,7 +44,9 @@ pub enum Error {
         reason: String,
     },
     /// No Running pod matches the selector.
-    #[error("no Running pod with labels {selector} in namespace {namespace} ({found} matching pod(s) in other phases)")]
+    #[error(
+        "no Running pod with labels {selector} in namespace {namespace} ({found} matching pod(s) in other phases)"
+    )]
     NoPod {
         /// Namespace.
         namespace: String,

@@ -90,7 +90,10 @@ impl std::fmt::Debug for PodDump {
 }
 
 fn kube_err(context: String) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Kube { context, source: Box::new(source) }
+    move |source| Error::Kube {
+        context,
+        source: Box::new(source),
+    }
 }
 
 /// The first Running pod matching the target's selector.
@@ -102,7 +105,10 @@ pub async fn find_pod(client: &kube::Client, target: &PodTarget) -> Result<Strin
     let list = pods
         .list(&ListParams::default().labels(&target.selector))
         .await
-        .map_err(kube_err(format!("listing pods {} in namespace {}", target.selector, target.namespace)))?;
+        .map_err(kube_err(format!(
+            "listing pods {} in namespace {}",
+            target.selector, target.namespace
+        )))?;
     let mut running: Vec<&Pod> = list
         .items
         .iter()
@@ -110,11 +116,14 @@ pub async fn find_pod(client: &kube::Client, target: &PodTarget) -> Result<Strin
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .collect();
     running.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    running.first().and_then(|p| p.metadata.name.clone()).ok_or_else(|| Error::NoPod {
-        namespace: target.namespace.clone(),
-        selector: target.selector.clone(),
-        found: list.items.len(),
-    })
+    running
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .ok_or_else(|| Error::NoPod {
+            namespace: target.namespace.clone(),
+            selector: target.selector.clone(),
+            found: list.items.len(),
+        })
 }
 
 /// Reads user, password and database from the target's Secret.
@@ -126,14 +135,26 @@ pub async fn read_credentials(client: &kube::Client, target: &PodTarget) -> Resu
     let secret = secrets
         .get_opt(&target.secret)
         .await
-        .map_err(kube_err(format!("reading Secret {}/{}", target.namespace, target.secret)))?
-        .ok_or_else(|| Error::SecretMissing { namespace: target.namespace.clone(), name: target.secret.clone() })?;
+        .map_err(kube_err(format!(
+            "reading Secret {}/{}",
+            target.namespace, target.secret
+        )))?
+        .ok_or_else(|| Error::SecretMissing {
+            namespace: target.namespace.clone(),
+            name: target.secret.clone(),
+        })?;
     let data: BTreeMap<String, Vec<u8>> = secret
         .data
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| (k, v.0))
-        .chain(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())))
+        .chain(
+            secret
+                .string_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes())),
+        )
         .collect();
     let get = |key: &str| -> Result<String> {
         let missing = || Error::SecretKeyMissing {
@@ -144,7 +165,11 @@ pub async fn read_credentials(client: &kube::Client, target: &PodTarget) -> Resu
         let value = data.get(key).ok_or_else(missing)?;
         let text = String::from_utf8(value.clone()).map_err(|_| missing())?;
         let text = text.trim_end_matches(['\n', '\r']).to_owned();
-        if text.is_empty() { Err(missing()) } else { Ok(text) }
+        if text.is_empty() {
+            Err(missing())
+        } else {
+            Ok(text)
+        }
     };
     Ok(PodCredentials {
         username: get(&target.username_key)?,
@@ -158,16 +183,33 @@ impl PodDump {
     ///
     /// # Errors
     /// No Running pod, or a missing Secret or key; each error names the thing.
-    pub async fn discover(client: kube::Client, target: &PodTarget, database: Option<String>) -> Result<Self> {
+    pub async fn discover(
+        client: kube::Client,
+        target: &PodTarget,
+        database: Option<String>,
+    ) -> Result<Self> {
         let credentials = read_credentials(&client, target).await?;
         let pod = find_pod(&client, target).await?;
         Ok(Self::new(client, target, pod, credentials, database))
     }
 
     /// A dump in a known pod with known credentials.
-    pub fn new(client: kube::Client, target: &PodTarget, pod: String, credentials: PodCredentials, database: Option<String>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        target: &PodTarget,
+        pod: String,
+        credentials: PodCredentials,
+        database: Option<String>,
+    ) -> Self {
         let database = database.unwrap_or_else(|| credentials.database.clone());
-        Self { client, namespace: target.namespace.clone(), pod, container: target.container.clone(), credentials, database }
+        Self {
+            client,
+            namespace: target.namespace.clone(),
+            pod,
+            container: target.container.clone(),
+            credentials,
+            database,
+        }
     }
 
     /// The pod it runs in.
@@ -191,7 +233,10 @@ impl PodDump {
 #[async_trait]
 impl DumpSource for PodDump {
     fn describe(&self) -> String {
-        format!("pg_dump of {} in pod {}/{}", self.database, self.namespace, self.pod)
+        format!(
+            "pg_dump of {} in pod {}/{}",
+            self.database, self.namespace, self.pod
+        )
     }
 
     fn database(&self) -> Option<String> {
@@ -208,15 +253,32 @@ impl DumpSource for PodDump {
             .max_stdout_buf_size(1024 * 1024)
             .max_stderr_buf_size(64 * 1024);
         let context = format!("exec in pod {}/{}", self.namespace, self.pod);
-        let mut process = pods.exec(&self.pod, self.command(), &params).await.map_err(kube_err(context.clone()))?;
-        let mut stdin = process.stdin().ok_or_else(|| Error::io(&context, std::io::Error::other("no stdin")))?;
-        let stdout = process.stdout().ok_or_else(|| Error::io(&context, std::io::Error::other("no stdout")))?;
-        let stderr = process.stderr().ok_or_else(|| Error::io(&context, std::io::Error::other("no stderr")))?;
-        let status = process.take_status().ok_or_else(|| Error::io(&context, std::io::Error::other("no status channel")))?;
+        let mut process = pods
+            .exec(&self.pod, self.command(), &params)
+            .await
+            .map_err(kube_err(context.clone()))?;
+        let mut stdin = process
+            .stdin()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdin")))?;
+        let stdout = process
+            .stdout()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdout")))?;
+        let stderr = process
+            .stderr()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stderr")))?;
+        let status = process
+            .take_status()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no status channel")))?;
         let mut line = self.credentials.password.expose().as_bytes().to_vec();
         line.push(b'\n');
-        stdin.write_all(&line).await.map_err(|e| Error::io(format!("{context}: writing the password to stdin"), e))?;
-        stdin.shutdown().await.map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
+        stdin
+            .write_all(&line)
+            .await
+            .map_err(|e| Error::io(format!("{context}: writing the password to stdin"), e))?;
+        stdin
+            .shutdown()
+            .await
+            .map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
         drop(stdin);
 
         let program = format!("pg_dump in pod {}/{}", self.namespace, self.pod);
@@ -232,14 +294,26 @@ impl DumpSource for PodDump {
             check_complete(&program, &seen)?;
             Ok::<DumpInfo, Error>(dump_info(&seen, database))
         };
-        Ok(DumpStream { reader: Box::pin(reader), completion: Box::pin(completion) })
+        Ok(DumpStream {
+            reader: Box::pin(reader),
+            completion: Box::pin(completion),
+        })
     }
 }
 
 /// The exec status channel's verdict, as strict as a local exit status.
 fn check_status(program: &str, status: Option<ExecStatus>, stderr: &str) -> Result<()> {
-    let one_line = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-    let one_line = if one_line.is_empty() { "no error output".to_owned() } else { one_line };
+    let one_line = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let one_line = if one_line.is_empty() {
+        "no error output".to_owned()
+    } else {
+        one_line
+    };
     let Some(status) = status else {
         return Err(Error::DumpFailed {
             program: program.to_owned(),
@@ -264,7 +338,11 @@ fn check_status(program: &str, status: Option<ExecStatus>, stderr: &str) -> Resu
             status.message.as_deref().unwrap_or("no message")
         ),
     };
-    Err(Error::DumpFailed { program: program.to_owned(), status, stderr: one_line })
+    Err(Error::DumpFailed {
+        program: program.to_owned(),
+        status,
+        stderr: one_line,
+    })
 }
 
 #[cfg(test)]
@@ -278,7 +356,11 @@ mod tests {
             status: Some("Failure".into()),
             reason: Some("NonZeroExitCode".into()),
             details: Some(StatusDetails {
-                causes: Some(vec![StatusCause { reason: Some("ExitCode".into()), message: Some(code.into()), ..StatusCause::default() }]),
+                causes: Some(vec![StatusCause {
+                    reason: Some("ExitCode".into()),
+                    message: Some(code.into()),
+                    ..StatusCause::default()
+                }]),
                 ..StatusDetails::default()
             }),
             ..ExecStatus::default()
@@ -287,16 +369,30 @@ mod tests {
 
     #[test]
     fn the_status_channel_decides() {
-        let ok = ExecStatus { status: Some("Success".into()), ..ExecStatus::default() };
+        let ok = ExecStatus {
+            status: Some("Success".into()),
+            ..ExecStatus::default()
+        };
         assert!(check_status("pg_dump", Some(ok), "").is_ok());
-        let err = check_status("pg_dump", Some(exit("1")), "pg_dump: error: x\n\tdetail").unwrap_err();
-        assert_eq!(err.to_string(), "pg_dump failed (exit code 1): pg_dump: error: x detail");
-        assert!(matches!(check_status("pg_dump", None, ""), Err(Error::DumpFailed { .. })));
+        let err =
+            check_status("pg_dump", Some(exit("1")), "pg_dump: error: x\n\tdetail").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pg_dump failed (exit code 1): pg_dump: error: x detail"
+        );
+        assert!(matches!(
+            check_status("pg_dump", None, ""),
+            Err(Error::DumpFailed { .. })
+        ));
     }
 
     #[tokio::test]
     async fn the_command_holds_no_password() {
-        let credentials = PodCredentials { username: "litemaas".into(), password: Secret::new("hunter2"), database: "litemaas".into() };
+        let credentials = PodCredentials {
+            username: "litemaas".into(),
+            password: Secret::new("hunter2"),
+            database: "litemaas".into(),
+        };
         let target = PodTarget::litemaas("ns");
         // A client is needed to build the value but is never used here.
         let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());

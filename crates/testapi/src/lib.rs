@@ -272,6 +272,29 @@ impl TestApiServer {
         self.shared.store.create(def, namespace, object)
     }
 
+    /// Creates an object as if it had been created at `created` (RFC 3339): fixtures of a
+    /// cluster that has run for months.
+    pub fn create_aged(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        object: Value,
+        created: &str,
+    ) -> Result<Value, ApiError> {
+        let made = self.create(group, plural, namespace, object)?;
+        let def = RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .ok_or_else(|| ApiError::no_route(&format!("{group}/{plural}")))?;
+        let name = made["metadata"]["name"].as_str().unwrap_or_default();
+        self.shared.store.set_creation_timestamp(
+            def,
+            &store::Key::new(def, namespace, name),
+            created,
+        )
+    }
+
     /// Reads an object directly.
     pub fn get(
         &self,

@@ -366,6 +366,22 @@ impl Store {
         Ok(updated)
     }
 
+    /// Backdates an object's creationTimestamp (fixtures of a cluster that has run for months).
+    pub fn set_creation_timestamp(
+        &self,
+        def: &ResourceDef,
+        key: &Key,
+        timestamp: &str,
+    ) -> Result<Value, ApiError> {
+        let mut inner = lock(&self.inner);
+        let object = inner
+            .objects
+            .get_mut(key)
+            .ok_or_else(|| ApiError::not_found(def, &key.name))?;
+        object["metadata"]["creationTimestamp"] = json!(timestamp);
+        Ok(object.clone())
+    }
+
     /// Deletes an object and returns it.
     pub fn delete(&self, def: &ResourceDef, key: &Key) -> Result<Value, ApiError> {
         let mut inner = lock(&self.inner);
