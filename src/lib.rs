@@ -39,6 +39,8 @@
 //! ```
 
 pub mod backup;
+pub mod cluster;
+pub mod lock;
 pub mod prune;
 pub mod record;
 
@@ -48,3 +50,5 @@ pub use litemaas_dump as dump;
 pub use litemaas_retention as retention;
 /// Object stores and multipart upload (`litemaas-s3`).
 pub use litemaas_s3 as store;
+/// VolumeSnapshots (`litemaas-snapshot`).
+pub use litemaas_snapshot as snapshot;

@@ -27,6 +27,9 @@ pub struct Args {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    #[command(flatten, next_help_heading = "Cluster mode (with --namespace)")]
+    pub cluster: ClusterArgs,
+
     /// gzip[:1-9], zstd[:1-19] or none.
     #[arg(long, env = "LITEMAAS_COMPRESSION", default_value = "gzip")]
     pub compression: Compression,
@@ -71,4 +74,75 @@ pub struct Args {
     /// More detail on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// The whole scheduled backup of a namespace: dumps from the database pod, a VolumeSnapshot,
+/// retention for both. Kubernetes access from the kubeconfig or the in-cluster service account.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The LiteMaaS namespace; turns on cluster mode.
+    #[arg(long, env = "LITEMAAS_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// kubeconfig context (default: the current one, or the in-cluster service account).
+    #[arg(long, env = "LITEMAAS_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Database to dump; repeat for several (default: the Secret's `database`).
+    #[arg(
+        long = "database",
+        env = "LITEMAAS_DATABASES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub databases: Vec<String>,
+
+    /// Label selector of the database pods.
+    #[arg(
+        long,
+        env = "LITEMAAS_POD_SELECTOR",
+        default_value = "app=litellm-postgres"
+    )]
+    pub pod_selector: String,
+
+    /// Container running PostgreSQL.
+    #[arg(long, env = "LITEMAAS_CONTAINER", default_value = "postgres")]
+    pub container: String,
+
+    /// Secret with keys username, password, database.
+    #[arg(long, env = "LITEMAAS_SECRET", default_value = "litemaas-db")]
+    pub secret: String,
+
+    /// Label selector of the PVC to snapshot.
+    #[arg(
+        long,
+        env = "LITEMAAS_PVC_SELECTOR",
+        default_value = "app=litellm-postgres"
+    )]
+    pub pvc_selector: String,
+
+    /// Do not take a VolumeSnapshot.
+    #[arg(long, env = "LITEMAAS_NO_SNAPSHOT")]
+    pub no_snapshot: bool,
+
+    /// VolumeSnapshotClass (default: the cluster's default class).
+    #[arg(long, env = "LITEMAAS_SNAPSHOT_CLASS")]
+    pub snapshot_class: Option<String>,
+
+    /// How long to wait for the snapshot to become readyToUse.
+    #[arg(
+        long,
+        env = "LITEMAAS_SNAPSHOT_TIMEOUT",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub snapshot_timeout: jiff::SignedDuration,
+
+    /// The backup-type label of the snapshot.
+    #[arg(long, env = "LITEMAAS_SCHEDULE_NAME", default_value = "monthly")]
+    pub schedule_name: String,
+
+    /// Snapshots to keep (ready ones; failed and unfinished ones never count).
+    #[arg(long, env = "LITEMAAS_KEEP_SNAPSHOTS", default_value_t = 3)]
+    pub keep_snapshots: u32,
 }

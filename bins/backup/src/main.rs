@@ -1,8 +1,9 @@
-//! `litemaas-backup`: one streaming database backup, then retention.
+//! `litemaas-backup`: one streaming database backup, then retention; or, with `--namespace`,
+//! the whole scheduled backup of a LiteMaaS namespace (dumps from the pod, a VolumeSnapshot,
+//! retention for both).
 //!
-//! Reads like a table of contents: parse arguments, set up logs, then (in `run`) open the store,
-//! stream the dump (cancelled cleanly on SIGINT/SIGTERM), apply retention only after success,
-//! and report.
+//! Reads like a table of contents: parse arguments, set up logs, then run one of the two jobs
+//! (in `run`), cancelled cleanly on SIGINT/SIGTERM, and report.
 
 mod cli;
 mod run;
@@ -17,5 +18,11 @@ fn main() -> ExitCode {
         eprintln!("litemaas-backup: error: {e:#}");
         return ExitCode::FAILURE;
     }
-    litemaas_cli::exit("litemaas-backup", run::backup_then_prune(args))
+    let job = async move {
+        match args.cluster.namespace.clone() {
+            Some(namespace) => run::cluster(args, namespace).await,
+            None => run::backup_then_prune(args).await,
+        }
+    };
+    litemaas_cli::exit("litemaas-backup", job)
 }

@@ -1,7 +1,8 @@
 //! Assembling the pieces from the arguments, and reporting.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use litemaas_backup::backup::{self, BackupOptions, BackupReport};
+use litemaas_backup::cluster::{self, ClusterOptions, ClusterReport};
 use litemaas_backup::dump::{CompressOptions, PgConnection, PgDump};
 use litemaas_backup::prune::{self, DumpListing, PruneReport};
 use litemaas_backup::retention::RetentionOptions;
@@ -103,4 +104,109 @@ fn print_backup(report: &BackupReport) {
         report.sha256,
         report.record_key,
     );
+}
+
+/// Cluster mode: everything the monthly cron job did, checked part by part.
+pub async fn cluster(args: Args, namespace: String) -> Result<()> {
+    let now = jiff::Timestamp::now();
+    let client = kube_client(args.cluster.context.clone()).await?;
+    let store = args.store.open().await?;
+    let c = &args.cluster;
+    let mut options = ClusterOptions::litemaas(&namespace, now);
+    options.target.selector.clone_from(&c.pod_selector);
+    options.target.container.clone_from(&c.container);
+    options.target.secret.clone_from(&c.secret);
+    options.databases.clone_from(&c.databases);
+    options.pvc_selector = (!c.no_snapshot).then(|| c.pvc_selector.clone());
+    options.snapshot_class.clone_from(&c.snapshot_class);
+    options.snapshot_timeout = c.snapshot_timeout.unsigned_abs();
+    options.schedule.clone_from(&c.schedule_name);
+    options.backup = self::options(&args, now);
+    options.dump_retention =
+        (!args.no_prune).then(|| args.retention.clone().or(RetentionOptions::dumps()));
+    options.snapshot_retention = (!args.no_prune).then(|| RetentionOptions {
+        keep_last: Some(c.keep_snapshots),
+        ..RetentionOptions::default()
+    });
+    let cancel = litemaas_cli::cancel_on_signal();
+    let report = cluster::run(client, store.as_ref(), &options, &cancel).await?;
+    print_cluster(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if !report.succeeded() {
+        let failures = report.failures();
+        bail!(
+            "{} part(s) of the backup failed: {}",
+            failures.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+async fn kube_client(context: Option<String>) -> Result<kube::Client> {
+    let config = match context {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("kubeconfig context {context}"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (kubeconfig or in-cluster)")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// One line per part, on stderr.
+fn print_cluster(report: &ClusterReport) {
+    for dump in &report.dumps {
+        match (&dump.ok, &dump.error) {
+            (Some(b), _) => eprintln!(
+                "{}: stored {}/{} ({} bytes, sha256 {})",
+                dump.part, b.store, b.key, b.bytes, b.sha256
+            ),
+            (_, Some(e)) => eprintln!("{}: FAILED: {e}", dump.part),
+            _ => {}
+        }
+    }
+    if let Some(s) = &report.snapshot {
+        match (&s.ok, &s.error) {
+            (Some(r), _) => eprintln!(
+                "{}: readyToUse, restoreSize {}",
+                s.part,
+                r.restore_size.as_deref().unwrap_or("unknown")
+            ),
+            (_, Some(e)) => eprintln!("{}: FAILED: {e}", s.part),
+            _ => {}
+        }
+    }
+    for r in &report.dump_retention {
+        if let Some(p) = &r.ok {
+            eprintln!(
+                "{}: kept {}, deleted {}",
+                r.part,
+                p.plan.keeps().count(),
+                p.deleted.len()
+            );
+        }
+    }
+    if let Some(r) = &report.snapshot_retention
+        && let Some(p) = &r.ok
+    {
+        eprintln!(
+            "{}: kept {}, deleted {}",
+            r.part,
+            p.plan.keeps().count(),
+            p.deleted.len()
+        );
+    }
+    if !report.succeeded() {
+        eprintln!("retention skipped after a failure: nothing was deleted");
+    }
 }
