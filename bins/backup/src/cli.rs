@@ -138,6 +138,11 @@ pub struct ClusterArgs {
     )]
     pub snapshot_timeout: jiff::SignedDuration,
 
+    /// Run CHECKPOINT just before the snapshot (needs superuser or pg_checkpoint; a failure is
+    /// reported and the snapshot is still taken).
+    #[arg(long, env = "LITEMAAS_CHECKPOINT")]
+    pub checkpoint: bool,
+
     /// The backup-type label of the snapshot.
     #[arg(long, env = "LITEMAAS_SCHEDULE_NAME", default_value = "monthly")]
     pub schedule_name: String,

@@ -121,6 +121,7 @@ pub async fn cluster(args: Args, namespace: String) -> Result<()> {
     options.snapshot_class.clone_from(&c.snapshot_class);
     options.snapshot_timeout = c.snapshot_timeout.unsigned_abs();
     options.schedule.clone_from(&c.schedule_name);
+    options.checkpoint = c.checkpoint;
     options.backup = self::options(&args, now);
     options.dump_retention =
         (!args.no_prune).then(|| args.retention.clone().or(RetentionOptions::dumps()));

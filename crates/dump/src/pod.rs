@@ -230,6 +230,69 @@ impl PodDump {
     }
 }
 
+impl PodDump {
+    /// Runs `CHECKPOINT` in the pod's database, so that a crash-consistent volume snapshot taken
+    /// right after needs less WAL replay. Needs a superuser or the `pg_checkpoint` role
+    /// (PostgreSQL 15+). The password goes through stdin, as for the dump.
+    ///
+    /// # Errors
+    /// The exec failed, or psql exited non-zero (e.g. missing privilege), with its stderr.
+    pub async fn checkpoint(&self) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = AttachParams::default()
+            .container(self.container.clone())
+            .stdin(true)
+            .stdout(true)
+            .stderr(true);
+        let command = [
+            "sh",
+            "-c",
+            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec psql -X -q -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\" -c CHECKPOINT",
+            "litemaas-checkpoint",
+            &self.credentials.username,
+            &self.database,
+        ];
+        let context = format!("CHECKPOINT in pod {}/{}", self.namespace, self.pod);
+        let mut process = pods
+            .exec(&self.pod, command, &params)
+            .await
+            .map_err(kube_err(context.clone()))?;
+        let mut stdin = process
+            .stdin()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdin")))?;
+        let stderr = process
+            .stderr()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stderr")))?;
+        let mut stdout = process
+            .stdout()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdout")))?;
+        let status = process
+            .take_status()
+            .ok_or_else(|| Error::io(&context, std::io::Error::other("no status channel")))?;
+        let mut line = self.credentials.password.expose().as_bytes().to_vec();
+        line.push(b'\n');
+        stdin
+            .write_all(&line)
+            .await
+            .map_err(|e| Error::io(format!("{context}: writing the password"), e))?;
+        stdin
+            .shutdown()
+            .await
+            .map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
+        drop(stdin);
+        let stderr_task = tokio::spawn(collect_stderr(stderr, "psql".into()));
+        let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+        let status = status.await;
+        let stderr = stderr_task.await.unwrap_or_default();
+        let _ = process.join().await;
+        check_status(
+            &format!("psql -c CHECKPOINT in pod {}/{}", self.namespace, self.pod),
+            status,
+            &stderr,
+        )
+    }
+}
+
 #[async_trait]
 impl DumpSource for PodDump {
     fn describe(&self) -> String {
