@@ -22,6 +22,18 @@ async fn bucket(prefix: &str) -> S3Store {
     S3Store::new(server.client(), server.new_bucket(prefix).await.unwrap())
 }
 
+/// A backup that must succeed.
+async fn backup_ok(
+    pg: &PgCluster,
+    db: &str,
+    store: &S3Store,
+    options: &BackupOptions,
+) -> backup::BackupReport {
+    backup::run(&pg_dump(pg, db), store, options, &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
@@ -153,14 +165,7 @@ async fn large_fixture(name: &str) -> (&'static PgCluster, String, S3Store, Back
 #[tokio::test]
 async fn a_large_dump_goes_up_in_many_parts_and_matches_its_digest() {
     let (pg, db, store, options) = large_fixture("large").await;
-    let report = backup::run(
-        &pg_dump(pg, &db),
-        &store,
-        &options,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = backup_ok(pg, &db, &store, &options).await;
     assert!(
         report.bytes >= 40 * 1024 * 1024,
         "only {} bytes compressed",
@@ -275,14 +280,7 @@ async fn zstd_and_uncompressed_dumps_are_named_and_readable() {
             threads: 1,
             ..CompressOptions::default()
         };
-        let report = backup::run(
-            &pg_dump(pg, &db),
-            &store,
-            &options,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let report = backup_ok(pg, &db, &store, &options).await;
         assert!(report.key.ends_with(suffix), "{}", report.key);
         let stored = store.get_bytes(&report.key).await.unwrap();
         let sql = match compression {
@@ -309,14 +307,7 @@ async fn an_existing_key_is_never_overwritten() {
     pg.seed_sample(&db).unwrap();
     let store = bucket("exists").await;
     let options = BackupOptions::new(now());
-    let first = backup::run(
-        &pg_dump(pg, &db),
-        &store,
-        &options,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let first = backup_ok(pg, &db, &store, &options).await;
     let err = backup::run(
         &pg_dump(pg, &db),
         &store,

@@ -230,7 +230,56 @@ impl PodDump {
     }
 }
 
+/// An exec'd command whose stdin already carried the password and is closed.
+struct Exec {
+    process: kube::api::AttachedProcess,
+    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    stderr: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    status: std::pin::Pin<Box<dyn std::future::Future<Output = Option<ExecStatus>> + Send>>,
+}
+
 impl PodDump {
+    /// Runs `command` (a `sh -c` that reads `PGPASSWORD` from its first stdin line) in the pod's
+    /// container, writes the password and closes stdin.
+    async fn exec_with_password(&self, command: Vec<String>, params: AttachParams) -> Result<Exec> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = params
+            .container(self.container.clone())
+            .stdin(true)
+            .stdout(true)
+            .stderr(true);
+        let context = format!("exec in pod {}/{}", self.namespace, self.pod);
+        let missing = |what: &str| Error::io(&context, std::io::Error::other(format!("no {what}")));
+        let mut process = pods
+            .exec(&self.pod, command, &params)
+            .await
+            .map_err(kube_err(context.clone()))?;
+        let mut stdin = process.stdin().ok_or_else(|| missing("stdin"))?;
+        let stdout = process.stdout().ok_or_else(|| missing("stdout"))?;
+        let stderr = process.stderr().ok_or_else(|| missing("stderr"))?;
+        let status = Box::pin(
+            process
+                .take_status()
+                .ok_or_else(|| missing("status channel"))?,
+        );
+        let mut line = self.credentials.password.expose().as_bytes().to_vec();
+        line.push(b'\n');
+        stdin
+            .write_all(&line)
+            .await
+            .map_err(|e| Error::io(format!("{context}: writing the password to stdin"), e))?;
+        stdin
+            .shutdown()
+            .await
+            .map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
+        Ok(Exec {
+            process,
+            stdout,
+            stderr,
+            status,
+        })
+    }
+
     /// Runs `CHECKPOINT` in the pod's database, so that a crash-consistent volume snapshot taken
     /// right after needs less WAL replay. Needs a superuser or the `pg_checkpoint` role
     /// (PostgreSQL 15+). The password goes through stdin, as for the dump.
@@ -238,53 +287,22 @@ impl PodDump {
     /// # Errors
     /// The exec failed, or psql exited non-zero (e.g. missing privilege), with its stderr.
     pub async fn checkpoint(&self) -> Result<()> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let params = AttachParams::default()
-            .container(self.container.clone())
-            .stdin(true)
-            .stdout(true)
-            .stderr(true);
-        let command = [
-            "sh",
-            "-c",
-            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec psql -X -q -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\" -c CHECKPOINT",
-            "litemaas-checkpoint",
-            &self.credentials.username,
-            &self.database,
+        let command = vec![
+            "sh".into(),
+            "-c".into(),
+            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec psql -X -q -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\" -c CHECKPOINT".into(),
+            "litemaas-checkpoint".into(),
+            self.credentials.username.clone(),
+            self.database.clone(),
         ];
-        let context = format!("CHECKPOINT in pod {}/{}", self.namespace, self.pod);
-        let mut process = pods
-            .exec(&self.pod, command, &params)
-            .await
-            .map_err(kube_err(context.clone()))?;
-        let mut stdin = process
-            .stdin()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdin")))?;
-        let stderr = process
-            .stderr()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stderr")))?;
-        let mut stdout = process
-            .stdout()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdout")))?;
-        let status = process
-            .take_status()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no status channel")))?;
-        let mut line = self.credentials.password.expose().as_bytes().to_vec();
-        line.push(b'\n');
-        stdin
-            .write_all(&line)
-            .await
-            .map_err(|e| Error::io(format!("{context}: writing the password"), e))?;
-        stdin
-            .shutdown()
-            .await
-            .map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
-        drop(stdin);
-        let stderr_task = tokio::spawn(collect_stderr(stderr, "psql".into()));
-        let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
-        let status = status.await;
+        let mut exec = self
+            .exec_with_password(command, AttachParams::default())
+            .await?;
+        let stderr_task = tokio::spawn(collect_stderr(exec.stderr, "psql".into()));
+        let _ = tokio::io::copy(&mut exec.stdout, &mut tokio::io::sink()).await;
+        let status = exec.status.await;
         let stderr = stderr_task.await.unwrap_or_default();
-        let _ = process.join().await;
+        let _ = exec.process.join().await;
         check_status(
             &format!("psql -c CHECKPOINT in pod {}/{}", self.namespace, self.pod),
             status,
@@ -307,43 +325,15 @@ impl DumpSource for PodDump {
     }
 
     async fn start(&self) -> Result<DumpStream> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = AttachParams::default()
-            .container(self.container.clone())
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
             .max_stdout_buf_size(1024 * 1024)
             .max_stderr_buf_size(64 * 1024);
-        let context = format!("exec in pod {}/{}", self.namespace, self.pod);
-        let mut process = pods
-            .exec(&self.pod, self.command(), &params)
-            .await
-            .map_err(kube_err(context.clone()))?;
-        let mut stdin = process
-            .stdin()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdin")))?;
-        let stdout = process
-            .stdout()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stdout")))?;
-        let stderr = process
-            .stderr()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no stderr")))?;
-        let status = process
-            .take_status()
-            .ok_or_else(|| Error::io(&context, std::io::Error::other("no status channel")))?;
-        let mut line = self.credentials.password.expose().as_bytes().to_vec();
-        line.push(b'\n');
-        stdin
-            .write_all(&line)
-            .await
-            .map_err(|e| Error::io(format!("{context}: writing the password to stdin"), e))?;
-        stdin
-            .shutdown()
-            .await
-            .map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
-        drop(stdin);
-
+        let Exec {
+            process,
+            stdout,
+            stderr,
+            status,
+        } = self.exec_with_password(self.command(), params).await?;
         let program = format!("pg_dump in pod {}/{}", self.namespace, self.pod);
         let stderr_task = tokio::spawn(collect_stderr(stderr, program.clone()));
         let (reader, seen) = Tap::new(stdout, 4096, 512);

@@ -216,21 +216,18 @@ impl PgCluster {
         Ok(name)
     }
 
+    /// `psql -X -q -v ON_ERROR_STOP=1 -d <db>` for this cluster.
+    fn psql_command(&self, db: &str) -> Command {
+        let mut cmd = self.command("psql");
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db]);
+        cmd
+    }
+
     /// Runs SQL with `psql -X -v ON_ERROR_STOP=1 -At` and returns its standard output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         let out = self
-            .command("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
+            .psql_command(db)
+            .args(["-At", "-c", sql])
             .output()
             .context("run psql")?;
         if !out.status.success() {
@@ -246,16 +243,8 @@ impl PgCluster {
     pub fn run_script(&self, db: &str, script: &[u8]) -> Result<String> {
         use std::io::Write;
         let mut child = self
-            .command("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "--single-transaction",
-                "-d",
-                db,
-            ])
+            .psql_command(db)
+            .arg("--single-transaction")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
