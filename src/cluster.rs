@@ -304,7 +304,7 @@ pub async fn run(
             } else {
                 None
             };
-            let result = async {
+            let cut = async {
                 snapshots
                     .create(pvc, &name, &labels, options.snapshot_class.as_deref())
                     .await?;
@@ -319,9 +319,17 @@ pub async fn run(
                     checkpoint,
                     duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 })
-            }
-            .await;
-            Some(Outcome::from(format!("snapshot {name}"), result))
+            };
+            let part = format!("snapshot {name}");
+            Some(tokio::select! {
+                biased;
+                () = cancel.cancelled() => Outcome {
+                    part,
+                    ok: None,
+                    error: Some("cancelled while waiting; the snapshot is left to finish on its own and never counts until ready".into()),
+                },
+                result = cut => Outcome::from(part, result),
+            })
         }
         _ => None,
     };

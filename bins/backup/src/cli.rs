@@ -15,12 +15,14 @@ use litemaas_cli::StoreArgs;
 #[command(name = "litemaas-backup", version, about, long_about = None)]
 pub struct Args {
     /// Database URL (postgres://user@host:port/db). Prefer the environment variable or
-    /// ~/.pgpass for the password. Without it, libpq's PG* environment is used.
+    /// ~/.pgpass for the password. Without it, libpq's PG* environment is used. Not with
+    /// --namespace, which dumps inside the database pod.
     #[arg(
         long,
         env = "LITEMAAS_DATABASE_URL",
         hide_env_values = true,
-        value_name = "URL"
+        value_name = "URL",
+        conflicts_with = "namespace"
     )]
     pub database_url: Option<String>,
 

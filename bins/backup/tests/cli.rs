@@ -427,3 +427,19 @@ async fn a_successful_backup_then_applies_retention() {
     assert!(keys.contains(&report["key"].as_str().unwrap().to_owned()));
     assert_eq!(keys.iter().filter(|k| !k.contains("/records/")).count(), 12);
 }
+
+#[test]
+fn cluster_mode_and_a_database_url_conflict_without_showing_the_url() {
+    let home = tempfile::tempdir().unwrap();
+    let out = backup_cmd(home.path())
+        .env("LITEMAAS_DATABASE_URL", "postgres://u:hunter2@db/x")
+        .args(["--namespace", "litemaas"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot be used with") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
