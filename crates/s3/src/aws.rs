@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -195,10 +196,9 @@ impl S3Store {
         &self.client
     }
 
-    fn error<E, R>(&self, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
+    fn error<E>(&self, operation: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: Debug + Send + Sync + 'static,
     {
         map_error(
             &self.describe(),
@@ -211,22 +211,21 @@ impl S3Store {
     }
 }
 
-fn map_error<E, R>(
+fn map_error<E>(
     store: &str,
     endpoint: &str,
     bucket: &str,
     operation: &'static str,
     key: &str,
-    err: SdkError<E, R>,
+    err: SdkError<E, HttpResponse>,
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: Debug + Send + Sync + 'static,
 {
     let store = store.to_owned();
     let key = key.to_owned();
     let status = match &err {
-        SdkError::ServiceError(ctx) => Some(raw_status(ctx.raw())),
+        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
         _ => None,
     };
     let code = err.code().map(str::to_owned);
@@ -238,7 +237,7 @@ where
     let about_credentials = full.contains("loading credentials")
         || full.contains("no credentials")
         || full.contains("identity");
-    match (&err, code.as_deref(), status.flatten()) {
+    match (&err, code.as_deref(), status) {
         (
             SdkError::DispatchFailure(_)
             | SdkError::TimeoutError(_)
@@ -293,7 +292,7 @@ where
             operation,
             key,
             code: code
-                .or_else(|| status.flatten().map(|s| s.to_string()))
+                .or_else(|| status.map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown".into()),
             message,
         },
@@ -327,14 +326,6 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     found
-}
-
-fn raw_status<R: Debug>(raw: &R) -> Option<u16> {
-    // `R` is the SDK's HttpResponse; its Debug shows `status: StatusCode(404)`. Going through
-    // Debug keeps this function generic over the response type.
-    let text = format!("{raw:?}");
-    let start = text.find("StatusCode(")? + "StatusCode(".len();
-    text[start..].split(')').next()?.parse().ok()
 }
 
 fn timestamp(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> jiff::Timestamp {
