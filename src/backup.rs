@@ -111,6 +111,18 @@ pub enum BackupError {
         #[source]
         source: litemaas_s3::Error,
     },
+    /// The completed object's size is not what was streamed; it was deleted.
+    #[error(
+        "{key} holds {found} bytes after the upload, not the {expected} streamed; it was deleted"
+    )]
+    Verify {
+        /// The key.
+        key: String,
+        /// Bytes streamed.
+        expected: u64,
+        /// Bytes the store reports.
+        found: u64,
+    },
     /// The backup was cancelled (signal); the upload was aborted.
     #[error("backup to {key} cancelled; the upload was aborted")]
     Cancelled {
@@ -194,6 +206,17 @@ pub async fn run(
         Some(Ok(done)) => done,
     };
     let uploaded = writer.finish().await.map_err(upload_err)?;
+
+    // The store must hold exactly what was streamed; anything else is removed, never recorded.
+    let stored = store.head(&key).await.map_err(upload_err)?;
+    if stored.size != summary.stored_bytes {
+        let _ = store.delete(&key).await;
+        return Err(BackupError::Verify {
+            key,
+            expected: summary.stored_bytes,
+            found: stored.size,
+        });
+    }
 
     let record = IntegrityRecord {
         format: RECORD_FORMAT,
@@ -285,5 +308,144 @@ async fn stream_into(
 async fn abort(writer: UploadWriter) {
     if let Err(e) = writer.abort().await {
         tracing::warn!(error = %e, "could not abort the upload; litemaas-prune will remove it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use litemaas_dump::{DumpInfo, DumpStream};
+    use litemaas_s3::{GetResult, MemoryStore, MultipartUpload, ObjectMeta, PendingUpload};
+
+    use super::*;
+
+    /// A source whose bytes are fixed and whose verdict is chosen by the test.
+    #[derive(Debug)]
+    struct Scripted {
+        bytes: &'static [u8],
+        fails: bool,
+    }
+
+    #[async_trait]
+    impl DumpSource for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn database(&self) -> Option<String> {
+            None
+        }
+        async fn start(&self) -> litemaas_dump::Result<DumpStream> {
+            let fails = self.fails;
+            Ok(DumpStream {
+                reader: Box::pin(self.bytes),
+                completion: Box::pin(async move {
+                    if fails {
+                        Err(litemaas_dump::Error::DumpFailed {
+                            program: "pg_dump".into(),
+                            status: "exit code 1".into(),
+                            stderr: "boom".into(),
+                        })
+                    } else {
+                        Ok(DumpInfo::default())
+                    }
+                }),
+            })
+        }
+    }
+
+    /// A store that reports a wrong size for completed objects.
+    #[derive(Debug, Default)]
+    struct Truncating(MemoryStore);
+
+    #[async_trait]
+    impl ObjectStore for Truncating {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        async fn check(&self) -> litemaas_s3::Result<()> {
+            self.0.check().await
+        }
+        async fn put(&self, key: &str, data: Bytes) -> litemaas_s3::Result<()> {
+            self.0.put(key, data).await
+        }
+        async fn put_multipart(&self, key: &str) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart(key).await
+        }
+        async fn get(&self, key: &str) -> litemaas_s3::Result<GetResult> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &str) -> litemaas_s3::Result<ObjectMeta> {
+            self.0.head(key).await.map(|m| ObjectMeta {
+                size: m.size / 2,
+                ..m
+            })
+        }
+        async fn list(&self, prefix: &str) -> litemaas_s3::Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> litemaas_s3::Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list_pending_uploads(
+            &self,
+            prefix: &str,
+        ) -> litemaas_s3::Result<Vec<PendingUpload>> {
+            self.0.list_pending_uploads(prefix).await
+        }
+        async fn abort_pending_upload(&self, upload: &PendingUpload) -> litemaas_s3::Result<()> {
+            self.0.abort_pending_upload(upload).await
+        }
+    }
+
+    fn options() -> BackupOptions {
+        BackupOptions::new(jiff::Timestamp::from_second(1_767_225_600).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_failed_verdict_leaves_nothing_even_after_every_byte_was_uploaded() {
+        let store = MemoryStore::new();
+        let source = Scripted {
+            bytes: b"-- half a dump\n",
+            fails: true,
+        };
+        let err = run(&source, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Dump { .. }), "{err:?}");
+        assert!(store.list("").await.unwrap().is_empty());
+        assert!(store.list_pending_uploads("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_object_of_the_wrong_size_is_deleted_and_not_recorded() {
+        let store = Truncating::default();
+        let source = Scripted {
+            bytes: b"-- a whole dump\n-- PostgreSQL database dump complete\n",
+            fails: false,
+        };
+        let err = run(&source, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Verify { .. }), "{err:?}");
+        assert!(
+            store.list("").await.unwrap().is_empty(),
+            "neither the object nor a record is left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_good_dump_is_stored_with_its_record() {
+        let store = MemoryStore::new();
+        let source = Scripted {
+            bytes: b"SELECT 1;\n",
+            fails: false,
+        };
+        let report = run(&source, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap();
+        let record: IntegrityRecord =
+            serde_json::from_slice(&store.get_bytes(&report.record_key).await.unwrap()).unwrap();
+        assert_eq!((record.stored_bytes, record.raw_bytes), (report.bytes, 10));
+        assert_eq!(record.sha256, report.sha256);
     }
 }
