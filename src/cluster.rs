@@ -291,9 +291,16 @@ pub async fn run(
                     checked.credentials.clone(),
                     None,
                 );
-                Some(match db.checkpoint().await {
-                    Ok(()) => "done".to_owned(),
-                    Err(e) => {
+                let checkpoint = tokio::time::timeout(Duration::from_secs(120), db.checkpoint());
+                Some(match checkpoint.await {
+                    Err(_) => {
+                        tracing::warn!(
+                            "CHECKPOINT before the snapshot took over 2 minutes; taking the snapshot anyway"
+                        );
+                        "failed: no answer within 2 minutes".to_owned()
+                    }
+                    Ok(Ok(())) => "done".to_owned(),
+                    Ok(Err(e)) => {
                         tracing::warn!(
                             "CHECKPOINT before the snapshot failed; taking the snapshot anyway: {}",
                             chain(&e)

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use litemaas_backup::dump::Compression;
+use litemaas_backup::dump::{Compression, Secret};
 use litemaas_backup::retention::RetentionOptions;
 use litemaas_cli::StoreArgs;
 
@@ -24,7 +24,7 @@ pub struct Args {
         value_name = "URL",
         conflicts_with = "namespace"
     )]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     #[command(flatten)]
     pub store: StoreArgs,
@@ -152,4 +152,25 @@ pub struct ClusterArgs {
     /// Snapshots to keep (ready ones; failed and unfinished ones never count).
     #[arg(long, env = "LITEMAAS_KEEP_SNAPSHOTS", default_value_t = 3)]
     pub keep_snapshots: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Args;
+
+    #[test]
+    fn debug_output_of_the_arguments_never_shows_the_database_url() {
+        let args = Args::parse_from([
+            "litemaas-backup",
+            "--database-url",
+            "postgres://u:hunter2@db/x",
+        ]);
+        assert_eq!(
+            args.database_url.as_ref().map(|u| u.expose()),
+            Some("postgres://u:hunter2@db/x")
+        );
+        assert!(!format!("{args:?}").contains("hunter2"));
+    }
 }

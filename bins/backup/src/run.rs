@@ -68,7 +68,7 @@ pub async fn backup_then_prune(args: Args) -> Result<()> {
 
 fn dump_source(args: &Args) -> Result<PgDump> {
     let dump = match &args.database_url {
-        Some(url) => PgDump::new(PgConnection::parse(url)?),
+        Some(url) => PgDump::new(PgConnection::parse(url.expose())?),
         None => PgDump::from_libpq_env(),
     };
     Ok(dump.program(&args.pg_dump))

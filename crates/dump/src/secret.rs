@@ -31,6 +31,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Parses from a command-line flag or environment variable (clap uses this).
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 impl From<String> for Secret {
     fn from(value: String) -> Self {
         Self(value)
