@@ -263,7 +263,7 @@ pub async fn run(
             client.clone(),
             &options.target,
             checked.pod.clone(),
-            checked.credentials.clone(),
+            checked.credentials.for_database(database),
             Some(database.clone()),
         );
         let result = backup::run(&source, store, &backup_options, cancel).await;

@@ -28,6 +28,8 @@ struct Setup {
     no_secret: bool,
     secret_without: Option<&'static str>,
     large: bool,
+    /// `LITELLM_DATABASE_URL` in the Secret: a second database with its own user.
+    litellm_url: Option<String>,
 }
 
 async fn cluster(name: &str, snapshots: SnapshotBehavior, setup: Setup) -> Cluster {
@@ -54,6 +56,12 @@ async fn cluster(name: &str, snapshots: SnapshotBehavior, setup: Setup) -> Clust
             if setup.secret_without != Some(k) {
                 data.insert(k.to_owned(), ByteString(v.as_bytes().to_vec()));
             }
+        }
+        if let Some(url) = &setup.litellm_url {
+            data.insert(
+                "LITELLM_DATABASE_URL".into(),
+                ByteString(url.as_bytes().to_vec()),
+            );
         }
         let mut secret = Secret::default();
         secret.metadata.name = Some("litemaas-db".into());
@@ -481,4 +489,58 @@ async fn two_runs_at_once_one_proceeds_the_other_says_a_backup_is_running() {
     let first = first.wait_with_output().await.unwrap();
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(c.snapshots().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_database_is_dumped_with_the_login_from_litellm_database_url() {
+    let pg = PgCluster::shared();
+    let db2 = pg.create_database("cluster_litellm").unwrap();
+    let role = format!("{db2}_user");
+    let role_password = "litellm-s3cret-pw";
+    pg.psql("postgres", &format!("CREATE ROLE {role} LOGIN PASSWORD '{role_password}'; ALTER DATABASE {db2} OWNER TO {role}")).unwrap();
+    pg.command("psql").env("PGUSER", &role).env("PGPASSWORD", role_password)
+        .args(["-X", "-q", "-d", &db2, "-c", "CREATE TABLE \"LiteLLM_SpendLogs\" (request_id text PRIMARY KEY); INSERT INTO \"LiteLLM_SpendLogs\" VALUES ('chatcmpl-1')"])
+        .status().unwrap();
+    let url = format!("postgresql://{role}:{role_password}@litellm-postgres:5432/{db2}");
+    let setup = Setup {
+        litellm_url: Some(url),
+        ..Setup::default()
+    };
+    let c = cluster(
+        "cluster-two-dbs",
+        SnapshotBehavior::ReadyAfter(Duration::from_millis(10)),
+        setup,
+    )
+    .await;
+    let out = c
+        .run(&["--json", "--database", &c.db, "--database", &db2])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = report["dumps"][0]["ok"]["key"].as_str().unwrap();
+    let second = report["dumps"][1]["ok"]["key"].as_str().unwrap();
+    assert!(first.starts_with("litemaas-backups/database-"), "{first}");
+    assert!(
+        second.starts_with(&format!("litemaas-backups/{db2}/database-")),
+        "{second}"
+    );
+    let gz = c.store.get_bytes(second).await.unwrap();
+    let mut gunzip = std::process::Command::new("gunzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = gunzip.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &gz));
+    let sql = String::from_utf8(gunzip.wait_with_output().unwrap().stdout).unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(sql.contains("chatcmpl-1") && sql.contains("LiteLLM_SpendLogs"));
+    // The second dump ran as the URL's user; neither password is in any exec request.
+    let execs = c.api.exec_log();
+    assert!(execs[1].command.contains(&role));
+    for exec in &execs {
+        let line = format!("{} {}", exec.command.join(" "), exec.request_uri);
+        assert!(!line.contains(role_password) && !line.contains(pg.password()));
+    }
 }

@@ -80,6 +80,16 @@ impl PgConnection {
         }
     }
 
+    /// The user name in the URL, if any.
+    pub fn username(&self) -> Option<String> {
+        let user = self.url.username();
+        if user.is_empty() {
+            None
+        } else {
+            percent_decode(user).ok()
+        }
+    }
+
     /// `host:port` for messages.
     pub fn host_port(&self) -> String {
         let host = self

@@ -64,6 +64,39 @@ pub struct PodCredentials {
     pub password: Secret,
     /// The Secret's default database.
     pub database: String,
+    /// Logins for other databases on the same server, from the Secret's `LITELLM_DATABASE_URL`
+    /// and `DATABASE_URL` (newer deployments keep LiteLLM's tables in a second database).
+    pub others: Vec<Login>,
+}
+
+/// A user, password and database taken from a connection URL in the Secret.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// Database user.
+    pub username: String,
+    /// Its password.
+    pub password: Secret,
+    /// The database the URL names.
+    pub database: String,
+}
+
+/// Secret keys that may hold connection URLs for other databases.
+const URL_KEYS: [&str; 2] = ["LITELLM_DATABASE_URL", "DATABASE_URL"];
+
+impl PodCredentials {
+    /// The credentials to dump `database` with: the login of a URL in the Secret that names it,
+    /// else the Secret's `username`/`password`.
+    pub fn for_database(&self, database: &str) -> PodCredentials {
+        match self.others.iter().find(|l| l.database == database) {
+            Some(login) if database != self.database => PodCredentials {
+                username: login.username.clone(),
+                password: login.password.clone(),
+                database: self.database.clone(),
+                others: Vec::new(),
+            },
+            _ => self.clone(),
+        }
+    }
 }
 
 /// A `pg_dump --clean --if-exists` of one database, run in the database pod.
@@ -171,10 +204,34 @@ pub async fn read_credentials(client: &kube::Client, target: &PodTarget) -> Resu
             Ok(text)
         }
     };
+    let mut others = Vec::new();
+    for key in URL_KEYS {
+        let Some(raw) = data
+            .get(key)
+            .and_then(|v| String::from_utf8(v.clone()).ok())
+        else {
+            continue;
+        };
+        match crate::PgConnection::parse(raw.trim()) {
+            Ok(conn) => {
+                if let (Some(username), Some(password), Some(database)) =
+                    (conn.username(), conn.password(), conn.database())
+                {
+                    others.push(Login {
+                        username,
+                        password: password.clone(),
+                        database,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!("ignoring Secret key {key}: {e}"),
+        }
+    }
     Ok(PodCredentials {
         username: get(&target.username_key)?,
         password: Secret::new(get(&target.password_key)?),
         database: get(&target.database_key)?,
+        others,
     })
 }
 
@@ -445,7 +502,20 @@ mod tests {
             username: "litemaas".into(),
             password: Secret::new("hunter2"),
             database: "litemaas".into(),
+            others: vec![Login {
+                username: "litellm".into(),
+                password: Secret::new("s3cond"),
+                database: "litellm".into(),
+            }],
         };
+        let other = credentials.for_database("litellm");
+        assert_eq!(
+            (other.username.as_str(), other.password.expose()),
+            ("litellm", "s3cond")
+        );
+        assert_eq!(credentials.for_database("litemaas").username, "litemaas");
+        assert_eq!(credentials.for_database("unknown").username, "litemaas");
+        assert!(!format!("{credentials:?}").contains("s3cond"));
         let target = PodTarget::litemaas("ns");
         // A client is needed to build the value but is never used here.
         let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
