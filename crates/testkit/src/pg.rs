@@ -192,10 +192,6 @@ impl PgCluster {
         )
     }
 
-    /// The same URL without the password (give it through `PGPASSWORD`).
-    pub fn url_without_password(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
 
     /// A command for one of PostgreSQL's programs with `PGHOST`, `PGPORT`, `PGUSER` and
     /// `PGPASSWORD` set for this cluster.
