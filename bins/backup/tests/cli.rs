@@ -443,3 +443,23 @@ fn cluster_mode_and_a_database_url_conflict_without_showing_the_url() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn no_checksums_mode_backs_up_for_stores_that_reject_them() {
+    let pg = PgCluster::shared();
+    let db = sample_db("cli_nochecksums");
+    let store = s3_bucket("cli-nochecksums").await;
+    let home = tempfile::tempdir().unwrap();
+    let out = with_s3(&mut backup_cmd(home.path()))
+        .env("LITEMAAS_DATABASE_URL", pg.url(&db))
+        .args(["--bucket", store.bucket(), "--no-checksums", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = report["key"].as_str().unwrap();
+    assert_eq!(
+        store.head(key).await.unwrap().size,
+        report["bytes"].as_u64().unwrap()
+    );
+}

@@ -56,6 +56,11 @@ pub struct StoreArgs {
     /// Path-style S3 addressing (automatic for IP and localhost endpoints).
     #[arg(long, env = "LITEMAAS_PATH_STYLE")]
     pub path_style: bool,
+
+    /// Send no per-part CRC32 checksums, for S3-compatible stores that reject them (older Ceph
+    /// RGW); the SHA-256 integrity record still covers every byte.
+    #[arg(long, env = "LITEMAAS_NO_CHECKSUMS")]
+    pub no_checksums: bool,
 }
 
 impl StoreArgs {
@@ -77,6 +82,7 @@ impl StoreArgs {
                 options.region.clone_from(&self.region);
                 options.endpoint_url.clone_from(&self.endpoint_url);
                 options.force_path_style = self.path_style;
+                options.checksums = !self.no_checksums;
                 Arc::new(S3Store::connect(&options).await?)
             }
             None => Arc::new(LocalStore::new(&self.dest)),

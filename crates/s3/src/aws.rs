@@ -40,6 +40,10 @@ pub struct S3Options {
     pub max_attempts: u32,
     /// How long to wait for a TCP/TLS connection (default 5 s).
     pub connect_timeout: Duration,
+    /// CRC32 checksums on every part, checked by the store (default on). Turn off for
+    /// S3-compatible stores that reject the `x-amz-checksum-*` headers (older Ceph RGW, as in
+    /// some OpenShift Data Foundation releases); the dump's SHA-256 record still covers the data.
+    pub checksums: bool,
 }
 
 impl Debug for S3Options {
@@ -66,6 +70,7 @@ impl S3Options {
             force_path_style: false,
             max_attempts: 5,
             connect_timeout: Duration::from_secs(5),
+            checksums: true,
         }
     }
 
@@ -109,6 +114,7 @@ pub struct S3Store {
     bucket: String,
     endpoint: String,
     page_size: Option<i32>,
+    checksums: bool,
 }
 
 impl S3Store {
@@ -120,6 +126,7 @@ impl S3Store {
             bucket: bucket.into(),
             endpoint,
             page_size: None,
+            checksums: true,
         }
     }
 
@@ -175,9 +182,29 @@ impl S3Store {
         if let Some(endpoint) = &options.endpoint_url {
             builder = builder.endpoint_url(endpoint);
         }
+        if !options.checksums {
+            builder = builder
+                .request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                )
+                .response_checksum_validation(
+                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                );
+        }
         let mut store = Self::new(Client::from_conf(builder.build()), &options.bucket);
+        store.checksums = options.checksums;
         store.endpoint = endpoint;
         Ok(store)
+    }
+
+    /// Without per-part CRC32 checksums (see [`S3Options::checksums`]).
+    pub fn without_checksums(mut self) -> Self {
+        self.checksums = false;
+        self
+    }
+
+    fn checksum(&self) -> Option<ChecksumAlgorithm> {
+        self.checksums.then_some(ChecksumAlgorithm::Crc32)
     }
 
     /// Lists with pages of at most `n` keys (S3's default is 1,000); for tests of pagination.
@@ -372,7 +399,7 @@ impl ObjectStore for S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_checksum_algorithm(self.checksum())
             .send()
             .await
             .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
@@ -600,7 +627,7 @@ impl MultipartUpload for S3Upload {
                 .upload_id(&upload_id)
                 .part_number(number)
                 .content_length(len as i64)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .set_checksum_algorithm(store.checksum())
                 .body(ByteStream::from(data))
                 .send()
                 .await

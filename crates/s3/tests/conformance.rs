@@ -329,3 +329,20 @@ async fn persistent_throttling_gives_up_after_the_configured_attempts() {
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn s3_store_without_checksums_conforms() {
+    // As for S3-compatible stores that reject x-amz-checksum-* headers: the client sends
+    // checksums only where required, and parts carry none.
+    let server = S3Server::shared();
+    let bucket = server.new_bucket("nochecksum").await.unwrap();
+    let config = server
+        .client()
+        .config()
+        .to_builder()
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+        .build();
+    let store = S3Store::new(aws_sdk_s3::Client::from_conf(config), bucket).without_checksums();
+    suite(Arc::new(store)).await;
+}

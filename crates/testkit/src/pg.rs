@@ -192,7 +192,6 @@ impl PgCluster {
         )
     }
 
-
     /// A command for one of PostgreSQL's programs with `PGHOST`, `PGPORT`, `PGUSER` and
     /// `PGPASSWORD` set for this cluster.
     pub fn command(&self, program: &str) -> Command {
