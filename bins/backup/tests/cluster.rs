@@ -544,3 +544,23 @@ async fn a_second_database_is_dumped_with_the_login_from_litellm_database_url() 
         assert!(!line.contains(role_password) && !line.contains(pg.password()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kubeconfig_context_is_chosen_by_name_and_a_wrong_one_is_named() {
+    let c = cluster(
+        "cluster-context",
+        SnapshotBehavior::ReadyAfter(Duration::from_millis(10)),
+        Setup::default(),
+    )
+    .await;
+    let out = c.run(&["--context", "no-such-context"]).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("kubeconfig context no-such-context"), "{err}");
+    assert!(c.keys().await.is_empty());
+    let out = c.run(&["--context", "testapi", "--no-snapshot"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(c.snapshots().is_empty(), "--no-snapshot takes none");
+    assert_eq!(c.keys().await.len(), 2, "the dump and its record");
+}
