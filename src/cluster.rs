@@ -364,7 +364,7 @@ pub async fn run(
     }
     let snapshot_retention = match (&options.snapshot_retention, &snapshot) {
         (Some(rules), Some(_)) if all_good => {
-            let result = prune_snapshots(&snapshots, rules, options.backup.now).await;
+            let result = prune_snapshots(&snapshots, rules, options.backup.now, false).await;
             Some(Outcome::from("snapshot retention".into(), result))
         }
         _ => None,
@@ -396,6 +396,7 @@ pub async fn prune_snapshots(
     snapshots: &Snapshots,
     rules: &RetentionOptions,
     now: jiff::Timestamp,
+    dry_run: bool,
 ) -> Result<SnapshotPrune, PruneSnapshotsError> {
     let items: Vec<_> = snapshots
         .list("app=litemaas-backup")
@@ -406,8 +407,16 @@ pub async fn prune_snapshots(
     let plan = rules.plan(&items, now)?;
     let mut deleted = Vec::new();
     for decision in plan.decisions.iter().filter(|d| d.action == Action::Delete) {
-        snapshots.delete(&decision.id).await?;
         let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
+        if dry_run {
+            tracing::info!(
+                snapshot = decision.id,
+                reasons = reasons.join(", "),
+                "would delete"
+            );
+            continue;
+        }
+        snapshots.delete(&decision.id).await?;
         tracing::info!(
             snapshot = decision.id,
             reasons = reasons.join(", "),

@@ -109,7 +109,7 @@ fn print_backup(report: &BackupReport) {
 /// Cluster mode: everything the monthly cron job did, checked part by part.
 pub async fn cluster(args: Args, namespace: String) -> Result<()> {
     let now = jiff::Timestamp::now();
-    let client = kube_client(args.cluster.context.clone()).await?;
+    let client = litemaas_cli::kube_client(args.cluster.context.as_deref()).await?;
     let store = args.store.open().await?;
     let c = &args.cluster;
     let mut options = ClusterOptions::litemaas(&namespace, now);
@@ -144,24 +144,6 @@ pub async fn cluster(args: Args, namespace: String) -> Result<()> {
         );
     }
     Ok(())
-}
-
-async fn kube_client(context: Option<String>) -> Result<kube::Client> {
-    let config = match context {
-        Some(context) => {
-            let options = kube::config::KubeConfigOptions {
-                context: Some(context.clone()),
-                ..Default::default()
-            };
-            kube::Config::from_kubeconfig(&options)
-                .await
-                .with_context(|| format!("kubeconfig context {context}"))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (kubeconfig or in-cluster)")?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// One line per part, on stderr.

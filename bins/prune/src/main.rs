@@ -1,16 +1,18 @@
 //! `litemaas-prune`: show the retention plan for the dumps in a store and apply it; abort
-//! multipart uploads a crash left behind.
+//! multipart uploads a crash left behind; with `--namespace`, the same for the VolumeSnapshots.
 //!
 //! Table of contents: parse arguments, set up logs, plan and delete (`--dry-run`: only show),
-//! abort stale uploads, report.
+//! abort stale uploads, snapshots, report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
+use litemaas_backup::cluster::prune_snapshots;
 use litemaas_backup::prune::{self, DumpListing};
 use litemaas_backup::retention::RetentionOptions;
+use litemaas_backup::snapshot::Snapshots;
 use litemaas_cli::StoreArgs;
 
 /// Apply retention to LiteMaaS dumps (default: keep the last 12) and abort abandoned uploads.
@@ -23,6 +25,18 @@ struct Args {
 
     #[command(flatten, next_help_heading = "Retention")]
     retention: RetentionOptions,
+
+    /// Also apply retention to the VolumeSnapshots (app=litemaas-backup) in this namespace.
+    #[arg(long, env = "LITEMAAS_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// kubeconfig context (default: the current one, or the in-cluster service account).
+    #[arg(long, env = "LITEMAAS_CONTEXT")]
+    context: Option<String>,
+
+    /// Snapshots to keep (ready ones; failed and unfinished ones never count).
+    #[arg(long, env = "LITEMAAS_KEEP_SNAPSHOTS", default_value_t = 3)]
+    keep_snapshots: u32,
 
     /// Show the plan; change nothing.
     #[arg(long, env = "LITEMAAS_DRY_RUN")]
@@ -83,10 +97,34 @@ async fn prune(args: Args) -> Result<()> {
     )
     .await?;
 
+    let snapshots = match &args.namespace {
+        Some(namespace) => {
+            let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
+            let rules = RetentionOptions {
+                keep_last: Some(args.keep_snapshots),
+                ..RetentionOptions::default()
+            };
+            Some(
+                prune_snapshots(
+                    &Snapshots::new(client, namespace),
+                    &rules,
+                    now,
+                    args.dry_run,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let all = serde_json::json!({"dumps": report, "snapshots": snapshots});
+        println!("{all}");
     } else {
         print!("{}", report.plan);
+        if let Some(s) = &snapshots {
+            print!("{}", s.plan);
+        }
     }
     let verb = if args.dry_run {
         "would delete"
@@ -105,5 +143,12 @@ async fn prune(args: Args) -> Result<()> {
         },
         report.aborted_uploads.len(),
     );
+    if let (Some(s), Some(namespace)) = (&snapshots, &args.namespace) {
+        eprintln!(
+            "snapshots in {namespace}: kept {}, {verb} {}",
+            s.plan.keeps().count(),
+            s.plan.deletions().count()
+        );
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use litemaas_backup::prune::abort_stale_uploads;
 use litemaas_backup::store::{LocalStore, ObjectStore, S3Store};
 use litemaas_testkit::S3Server;
+use serde_json::json;
 
 fn prune_cmd(bucket: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_litemaas-prune"));
@@ -112,7 +113,7 @@ async fn twenty_monthly_dumps_leave_exactly_the_expected_survivors() {
 
     let out = ok(prune_cmd(store.bucket()).arg("--json").output().unwrap());
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut deleted: Vec<String> = report["deleted"]
+    let mut deleted: Vec<String> = report["dumps"]["deleted"]
         .as_array()
         .unwrap()
         .iter()
@@ -147,7 +148,7 @@ async fn twenty_monthly_dumps_leave_exactly_the_expected_survivors() {
         .output()
         .unwrap()))
     .unwrap();
-    assert_eq!(again["deleted"], serde_json::json!([]));
+    assert_eq!(again["dumps"]["deleted"], serde_json::json!([]));
     assert_eq!(keys(&store).await, survivors);
 }
 
@@ -159,7 +160,7 @@ async fn retention_flags_override_the_default() {
         .output()
         .unwrap());
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let kept: Vec<&str> = report["plan"]["decisions"]
+    let kept: Vec<&str> = report["dumps"]["plan"]["decisions"]
         .as_array()
         .unwrap()
         .iter()
@@ -234,13 +235,16 @@ async fn the_binary_aborts_abandoned_s3_uploads_under_its_prefix_only() {
         .output()
         .unwrap());
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["aborted_uploads"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        report["dumps"]["aborted_uploads"].as_array().unwrap().len(),
+        1
+    );
     assert_eq!(store.list_pending_uploads("").await.unwrap().len(), 2);
 
     let out = ok(prune_cmd(store.bucket()).arg("--json").output().unwrap());
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        report["aborted_uploads"][0]["key"],
+        report["dumps"]["aborted_uploads"][0]["key"],
         "litemaas-backups/database-20250101-020000.sql.gz"
     );
     assert_eq!(pending(&store).await, ["elsewhere/x"]);
@@ -255,5 +259,109 @@ async fn a_missing_bucket_is_one_clear_line() {
     assert!(
         err.starts_with("litemaas-prune: error:") && err.contains("litemaas-no-such-bucket"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_namespace_snapshots_are_pruned_too() {
+    use litemaas_testapi::{ControllerConfig, SnapshotBehavior, TestApiServer};
+    let api = TestApiServer::start_with(ControllerConfig {
+        snapshots: SnapshotBehavior::Never,
+        ..ControllerConfig::default()
+    })
+    .await
+    .unwrap();
+    api.create_namespace("litemaas").unwrap();
+    // Five ready monthly snapshots, one failed after them, one unrelated.
+    for (i, state) in [
+        (1, "ready"),
+        (2, "ready"),
+        (3, "ready"),
+        (4, "ready"),
+        (5, "ready"),
+        (6, "error"),
+    ] {
+        let name = format!("litemaas-snapshot-2025{i:02}01-020000");
+        let status = if state == "ready" {
+            json!({"readyToUse": true})
+        } else {
+            json!({"readyToUse": false, "error": {"message": "boom"}})
+        };
+        api.create_aged("snapshot.storage.k8s.io", "volumesnapshots", "litemaas",
+            json!({"metadata": {"name": name, "labels": {"app": "litemaas-backup"}}, "spec": {"source": {"persistentVolumeClaimName": "data"}}, "status": status}),
+            &format!("2025-{i:02}-01T02:00:00Z")).unwrap();
+    }
+    api.create(
+        "snapshot.storage.k8s.io",
+        "volumesnapshots",
+        "litemaas",
+        json!({"metadata": {"name": "someone-elses"}, "spec": {}}),
+    )
+    .unwrap();
+    let names = || -> Vec<String> {
+        let out = api
+            .kubectl()
+            .args(["get", "volumesnapshots", "-n", "litemaas", "-o", "name"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                l.trim_start_matches("volumesnapshot.snapshot.storage.k8s.io/")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let store = S3Store::new(
+        S3Server::shared().client(),
+        S3Server::shared().new_bucket("prune-snaps").await.unwrap(),
+    );
+    let run = |extra: &[&str]| {
+        let mut cmd = prune_cmd(store.bucket());
+        cmd.env("KUBECONFIG", api.kubeconfig_path())
+            .args(["--namespace", "litemaas", "--json"])
+            .args(extra);
+        cmd.output()
+    };
+    let before = names();
+    let dry: serde_json::Value = serde_json::from_str(&ok(run(&["--dry-run"]).unwrap())).unwrap();
+    assert_eq!(
+        dry["snapshots"]["plan"]["decisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    assert_eq!(names(), before);
+
+    let report: serde_json::Value = serde_json::from_str(&ok(run(&[]).unwrap())).unwrap();
+    let mut deleted: Vec<&str> = report["snapshots"]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    deleted.sort();
+    // The 3 newest ready ones are kept; the failed one is newer than any ready one, so it stays,
+    // counting for nothing; unlabelled snapshots are not ours.
+    assert_eq!(
+        deleted,
+        [
+            "litemaas-snapshot-20250101-020000",
+            "litemaas-snapshot-20250201-020000"
+        ]
+    );
+    let mut left = names();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "litemaas-snapshot-20250301-020000",
+            "litemaas-snapshot-20250401-020000",
+            "litemaas-snapshot-20250501-020000",
+            "litemaas-snapshot-20250601-020000",
+            "someone-elses"
+        ]
     );
 }

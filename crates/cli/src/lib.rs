@@ -90,6 +90,27 @@ impl StoreArgs {
     }
 }
 
+/// A Kubernetes client from the kubeconfig (`--context`, else its current context) or, inside a
+/// pod, the service account.
+pub async fn kube_client(context: Option<&str>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let config = match context {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.to_owned()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("kubeconfig context {context}"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (kubeconfig or in-cluster)")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// A token cancelled by the first SIGINT or SIGTERM, so work in progress is aborted cleanly
 /// rather than abandoned.
 pub fn cancel_on_signal() -> CancellationToken {
