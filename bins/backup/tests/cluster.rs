@@ -193,6 +193,22 @@ impl Cluster {
     }
 }
 
+/// The system `gunzip`, not our code, reads what was stored.
+fn gunzip(gz: Vec<u8>) -> Vec<u8> {
+    let mut child = std::process::Command::new("gunzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &gz));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "gunzip failed");
+    out.stdout
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -223,16 +239,7 @@ async fn the_whole_run_backs_up_restorably_and_snapshots_with_the_labels() {
     // The object restores to an identical database (plain gunzip, psql).
     let pg = PgCluster::shared();
     let gz = c.store.get_bytes(key).await.unwrap();
-    let mut gunzip = std::process::Command::new("gunzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = gunzip.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &gz));
-    let sql = gunzip.wait_with_output().unwrap().stdout;
-    writer.join().unwrap().unwrap();
+    let sql = gunzip(gz.to_vec());
     let restored = pg.create_database("cluster_restored").unwrap();
     pg.run_script(&restored, &sql).unwrap();
     assert_eq!(
@@ -525,16 +532,7 @@ async fn a_second_database_is_dumped_with_the_login_from_litellm_database_url() 
         "{second}"
     );
     let gz = c.store.get_bytes(second).await.unwrap();
-    let mut gunzip = std::process::Command::new("gunzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = gunzip.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &gz));
-    let sql = String::from_utf8(gunzip.wait_with_output().unwrap().stdout).unwrap();
-    writer.join().unwrap().unwrap();
+    let sql = String::from_utf8(gunzip(gz.to_vec())).unwrap();
     assert!(sql.contains("chatcmpl-1") && sql.contains("LiteLLM_SpendLogs"));
     // The second dump ran as the URL's user; neither password is in any exec request.
     let execs = c.api.exec_log();
