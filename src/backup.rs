@@ -235,7 +235,7 @@ pub async fn run(
     let json = serde_json::to_vec_pretty(&record).map_err(|e| BackupError::Record {
         key: key.clone(),
         record_key: record_key.clone(),
-        source: litemaas_s3::Error::Config(format!("serialising the record: {e}")),
+        source: litemaas_s3::Error::Internal(format!("serialising the record: {e}")),
     })?;
     store
         .put(&record_key, Bytes::from(json))

@@ -407,21 +407,16 @@ pub async fn prune_snapshots(
     let plan = rules.plan(&items, now)?;
     let mut deleted = Vec::new();
     for decision in plan.decisions.iter().filter(|d| d.action == Action::Delete) {
-        let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
         if dry_run {
             tracing::info!(
                 snapshot = decision.id,
-                reasons = reasons.join(", "),
+                reasons = decision.why(),
                 "would delete"
             );
             continue;
         }
         snapshots.delete(&decision.id).await?;
-        tracing::info!(
-            snapshot = decision.id,
-            reasons = reasons.join(", "),
-            "deleted"
-        );
+        tracing::info!(snapshot = decision.id, reasons = decision.why(), "deleted");
         deleted.push(decision.id.clone());
     }
     Ok(SnapshotPrune { plan, deleted })

@@ -129,18 +129,13 @@ pub async fn prune_dumps(
     let plan = options.plan(&items, now)?;
     let mut deleted = Vec::new();
     for decision in plan.decisions.iter().filter(|d| d.action == Action::Delete) {
-        let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
         if dry_run {
-            tracing::info!(
-                key = decision.id,
-                reasons = reasons.join(", "),
-                "would delete"
-            );
+            tracing::info!(key = decision.id, reasons = decision.why(), "would delete");
             continue;
         }
         store.delete(&decision.id).await?;
         store.delete(&record_key(&decision.id)).await?;
-        tracing::info!(key = decision.id, reasons = reasons.join(", "), "deleted");
+        tracing::info!(key = decision.id, reasons = decision.why(), "deleted");
         deleted.push(decision.id.clone());
     }
     Ok(PruneReport {

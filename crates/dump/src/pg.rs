@@ -175,23 +175,28 @@ pub(crate) fn check_exit(
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => status.to_string(),
     };
-    // One line: pg_dump's messages continue on tab-indented lines.
-    let stderr = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let stderr = if stderr.is_empty() {
-        "no error output".to_owned()
-    } else {
-        stderr
-    };
+    let stderr = one_line(stderr);
     Err(Error::DumpFailed {
         program: program.to_owned(),
         status,
         stderr,
     })
+}
+
+/// Standard error as one line for an error message: pg_dump's messages continue on
+/// tab-indented lines.
+pub(crate) fn one_line(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        "no error output".to_owned()
+    } else {
+        line
+    }
 }
 
 /// A plain-format dump that exited 0 must still be non-empty and end with pg_dump's marker.

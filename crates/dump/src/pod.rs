@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status as ExecStatus;
 
-use crate::pg::{check_complete, collect_stderr, dump_info};
+use crate::pg::{check_complete, collect_stderr, dump_info, one_line};
 use crate::tap::Tap;
 use crate::{DumpInfo, DumpSource, DumpStream, Error, Result, Secret};
 
@@ -413,17 +413,7 @@ impl DumpSource for PodDump {
 
 /// The exec status channel's verdict, as strict as a local exit status.
 fn check_status(program: &str, status: Option<ExecStatus>, stderr: &str) -> Result<()> {
-    let one_line = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let one_line = if one_line.is_empty() {
-        "no error output".to_owned()
-    } else {
-        one_line
-    };
+    let one_line = one_line(stderr);
     let Some(status) = status else {
         return Err(Error::DumpFailed {
             program: program.to_owned(),

@@ -82,6 +82,17 @@ pub struct Decision {
     pub reasons: Vec<Reason>,
 }
 
+impl Decision {
+    /// The reasons, for people: `last 12, monthly 12`.
+    pub fn why(&self) -> String {
+        self.reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Every item with its decision, newest first (items of unknown time last, by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -113,8 +124,7 @@ impl fmt::Display for Plan {
                 State::Failed => "failed",
                 State::NotReady => "not-ready",
             };
-            let reasons: Vec<String> = d.reasons.iter().map(ToString::to_string).collect();
-            writeln!(f, "{action} {:<48} {state:<9} {}", d.id, reasons.join(", "))?;
+            writeln!(f, "{action} {:<48} {state:<9} {}", d.id, d.why())?;
         }
         Ok(())
     }

@@ -101,6 +101,10 @@ pub enum Error {
         /// Parts written so far.
         parts: u32,
     },
+    /// A writer used after it finished or failed, or a part's task that died: a bug, not a
+    /// condition of the store.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The store's configuration is unusable (no region, bad endpoint URL, …).
     #[error("invalid store configuration: {0}")]
     Config(String),

@@ -119,7 +119,7 @@ impl UploadWriter {
 
     async fn write_inner(&mut self, mut data: Bytes) -> Result<()> {
         if self.upload.is_none() {
-            return Err(Error::Config(
+            return Err(Error::Internal(
                 "write after the upload finished or failed".into(),
             ));
         }
@@ -155,7 +155,7 @@ impl UploadWriter {
         let upload = self
             .upload
             .as_mut()
-            .ok_or_else(|| Error::Config("upload already closed".into()))?;
+            .ok_or_else(|| Error::Internal("upload already closed".into()))?;
         let future = upload.put_part(part);
         self.in_flight.spawn(future);
         self.parts += 1;
@@ -169,7 +169,7 @@ impl UploadWriter {
         match self.in_flight.join_next().await {
             None => Ok(()),
             Some(Ok(result)) => result,
-            Some(Err(join)) => Err(Error::Config(format!("part upload task failed: {join}"))),
+            Some(Err(join)) => Err(Error::Internal(format!("part upload task failed: {join}"))),
         }
     }
 
@@ -198,7 +198,7 @@ impl UploadWriter {
         let mut upload = self
             .upload
             .take()
-            .ok_or_else(|| Error::Config("upload already closed".into()))?;
+            .ok_or_else(|| Error::Internal("upload already closed".into()))?;
         if let Err(e) = upload.complete().await {
             self.upload = Some(upload);
             return Err(e);
@@ -214,6 +214,11 @@ impl UploadWriter {
     /// # Errors
     /// The store refused the abort (the upload may then be left for `litemaas-prune`).
     pub async fn abort(mut self) -> Result<()> {
+        self.abort_now().await
+    }
+
+    /// Stops the parts in flight (so none lands after the abort), then aborts at the store.
+    async fn abort_now(&mut self) -> Result<()> {
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         match self.upload.take() {
@@ -222,12 +227,9 @@ impl UploadWriter {
         }
     }
 
+    /// Aborts on a failure path, where the failure itself is what gets reported.
     async fn abort_inner(&mut self) {
-        self.in_flight.abort_all();
-        while self.in_flight.join_next().await.is_some() {}
-        if let Some(mut upload) = self.upload.take()
-            && let Err(e) = upload.abort().await
-        {
+        if let Err(e) = self.abort_now().await {
             tracing::warn!(error = %e, "could not abort the multipart upload; litemaas-prune removes it later");
         }
     }
