@@ -11,7 +11,8 @@
 //!
 //! and holds the jobs that join them: [`backup::run`], one streaming database backup whose
 //! object becomes visible only after the dump is proven good, followed by its integrity record;
-//! and [`prune`], retention applied to the dumps in a store and cleanup of abandoned uploads.
+//! [`prune`], retention applied to the dumps in a store and cleanup of abandoned uploads; and
+//! [`catalog`], which backup a restore reads ([`restore`] does the restore itself).
 //!
 //! ```
 //! use litemaas_backup::backup::{self, BackupOptions};
@@ -39,6 +40,7 @@
 //! ```
 
 pub mod backup;
+pub mod catalog;
 pub mod cluster;
 pub mod lock;
 pub mod prune;
@@ -46,6 +48,8 @@ pub mod record;
 
 /// Dump sources and the compression pipeline (`litemaas-dump`).
 pub use litemaas_dump as dump;
+/// All-or-nothing restore of plain pg_dump backups (`litemaas-restore`).
+pub use litemaas_restore as restore;
 /// Retention planning (`litemaas-retention`).
 pub use litemaas_retention as retention;
 /// Object stores and multipart upload (`litemaas-s3`).

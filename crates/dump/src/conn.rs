@@ -80,6 +80,16 @@ impl PgConnection {
         }
     }
 
+    /// The same server and login, another database.
+    pub fn with_database(&self, database: &str) -> PgConnection {
+        let mut other = self.clone();
+        let encoded: String =
+            percent_encoding::utf8_percent_encode(database, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        other.url.set_path(&format!("/{encoded}"));
+        other
+    }
+
     /// The user name in the URL, if any.
     pub fn username(&self) -> Option<String> {
         let user = self.url.username();
@@ -127,20 +137,10 @@ impl fmt::Display for PgConnection {
 }
 
 fn percent_decode(s: &str) -> std::result::Result<String, ()> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| ())
 }
 
 /// A URL as text with its password (user-info or query parameter) replaced by `***`. Text that

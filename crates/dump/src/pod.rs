@@ -287,54 +287,118 @@ impl PodDump {
     }
 }
 
-/// An exec'd command whose stdin already carried the password and is closed.
-struct Exec {
-    process: kube::api::AttachedProcess,
-    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
-    stderr: tokio::io::ReadHalf<tokio::io::SimplexStream>,
-    status: std::pin::Pin<Box<dyn std::future::Future<Output = Option<ExecStatus>> + Send>>,
+/// A command running in a pod whose stdin's first line carried the password.
+pub struct PodProcess {
+    /// The exec connection; `join` it after the status arrived.
+    pub process: kube::api::AttachedProcess,
+    /// The command's stdin, when it was kept open (see [`exec_with_password`]); dropping it
+    /// ends the command's input.
+    pub stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    /// Its stdout.
+    pub stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    /// Its stderr (drain it concurrently, or stdout stalls).
+    pub stderr: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    /// The exec status channel: the exit code.
+    pub status: std::pin::Pin<Box<dyn std::future::Future<Output = Option<ExecStatus>> + Send>>,
 }
 
-impl PodDump {
-    /// Runs `command` (a `sh -c` that reads `PGPASSWORD` from its first stdin line) in the pod's
-    /// container, writes the password and closes stdin.
-    async fn exec_with_password(&self, command: Vec<String>, params: AttachParams) -> Result<Exec> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let params = params
-            .container(self.container.clone())
-            .stdin(true)
-            .stdout(true)
-            .stderr(true);
-        let context = format!("exec in pod {}/{}", self.namespace, self.pod);
-        let missing = |what: &str| Error::io(&context, std::io::Error::other(format!("no {what}")));
-        let mut process = pods
-            .exec(&self.pod, command, &params)
-            .await
-            .map_err(kube_err(context.clone()))?;
-        let mut stdin = process.stdin().ok_or_else(|| missing("stdin"))?;
-        let stdout = process.stdout().ok_or_else(|| missing("stdout"))?;
-        let stderr = process.stderr().ok_or_else(|| missing("stderr"))?;
-        let status = Box::pin(
-            process
-                .take_status()
-                .ok_or_else(|| missing("status channel"))?,
-        );
-        let mut line = self.credentials.password.expose().as_bytes().to_vec();
-        line.push(b'\n');
-        stdin
-            .write_all(&line)
-            .await
-            .map_err(|e| Error::io(format!("{context}: writing the password to stdin"), e))?;
+impl std::fmt::Debug for PodProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodProcess").finish_non_exhaustive()
+    }
+}
+
+/// Where a command runs: a container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodContainer {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod.
+    pub pod: String,
+    /// Container.
+    pub container: String,
+}
+
+/// Runs `command` (a `sh -c` that reads `PGPASSWORD` from its first stdin line) in a container,
+/// writes the password line, and either closes stdin or, with `keep_stdin`, hands it over.
+///
+/// # Errors
+/// The exec request failed, or the password could not be written.
+pub async fn exec_with_password(
+    client: &kube::Client,
+    at: &PodContainer,
+    command: Vec<String>,
+    password: &Secret,
+    params: AttachParams,
+    keep_stdin: bool,
+) -> Result<PodProcess> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &at.namespace);
+    let params = params
+        .container(at.container.clone())
+        .stdin(true)
+        .stdout(true)
+        .stderr(true);
+    let context = format!("exec in pod {}/{}", at.namespace, at.pod);
+    let missing = |what: &str| Error::io(&context, std::io::Error::other(format!("no {what}")));
+    let mut process = pods
+        .exec(&at.pod, command, &params)
+        .await
+        .map_err(kube_err(context.clone()))?;
+    let mut stdin = process.stdin().ok_or_else(|| missing("stdin"))?;
+    let stdout = process.stdout().ok_or_else(|| missing("stdout"))?;
+    let stderr = process.stderr().ok_or_else(|| missing("stderr"))?;
+    let status = Box::pin(
+        process
+            .take_status()
+            .ok_or_else(|| missing("status channel"))?,
+    );
+    let mut line = password.expose().as_bytes().to_vec();
+    line.push(b'\n');
+    stdin
+        .write_all(&line)
+        .await
+        .map_err(|e| Error::io(format!("{context}: writing the password to stdin"), e))?;
+    let stdin = if keep_stdin {
+        Some(stdin)
+    } else {
         stdin
             .shutdown()
             .await
             .map_err(|e| Error::io(format!("{context}: closing stdin"), e))?;
-        Ok(Exec {
-            process,
-            stdout,
-            stderr,
-            status,
-        })
+        None
+    };
+    Ok(PodProcess {
+        process,
+        stdin,
+        stdout,
+        stderr,
+        status,
+    })
+}
+
+impl PodDump {
+    fn container(&self) -> PodContainer {
+        PodContainer {
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            container: self.container.clone(),
+        }
+    }
+
+    async fn exec_with_password(
+        &self,
+        command: Vec<String>,
+        params: AttachParams,
+    ) -> Result<PodProcess> {
+        exec_with_password(
+            &self.client,
+            &self.container(),
+            command,
+            &self.credentials.password,
+            params,
+            false,
+        )
+        .await
     }
 
     /// Runs `CHECKPOINT` in the pod's database, so that a crash-consistent volume snapshot taken
@@ -385,11 +449,12 @@ impl DumpSource for PodDump {
         let params = AttachParams::default()
             .max_stdout_buf_size(1024 * 1024)
             .max_stderr_buf_size(64 * 1024);
-        let Exec {
+        let PodProcess {
             process,
             stdout,
             stderr,
             status,
+            ..
         } = self.exec_with_password(self.command(), params).await?;
         let program = format!("pg_dump in pod {}/{}", self.namespace, self.pod);
         let stderr_task = tokio::spawn(collect_stderr(stderr, program.clone()));
@@ -412,7 +477,10 @@ impl DumpSource for PodDump {
 }
 
 /// The exec status channel's verdict, as strict as a local exit status.
-fn check_status(program: &str, status: Option<ExecStatus>, stderr: &str) -> Result<()> {
+///
+/// # Errors
+/// [`Error::DumpFailed`] naming `program`, its exit code and its stderr as one line.
+pub fn check_status(program: &str, status: Option<ExecStatus>, stderr: &str) -> Result<()> {
     let one_line = one_line(stderr);
     let Some(status) = status else {
         return Err(Error::DumpFailed {

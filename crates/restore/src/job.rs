@@ -1,0 +1,295 @@
+//! One restore: stored bytes → decoder and checks → psql, committed only after every check.
+//!
+//! The protocol, the same for every [`SqlSink`]:
+//!
+//! 1. psql runs with `ON_ERROR_STOP` and **without** `--single-transaction`: the tool sends
+//!    `BEGIN;` itself, then the dump. At the end of its input psql then simply disconnects,
+//!    and PostgreSQL rolls the open transaction back — whatever arrived, even a COPY block cut
+//!    in the middle (which psql ends at end of input as if it were complete). Closing an exec
+//!    stream in a pod is only an end of input too, so the same holds there.
+//! 2. Only when the stream has ended cleanly (gzip CRC-32 and length, zstd frame), the SHA-256
+//!    of the stored bytes equals the record's (when there is one) and the SQL ended with
+//!    pg_dump's completion marker, the tool sends `COMMIT;`. psql reaches it only if no
+//!    statement before it failed (`ON_ERROR_STOP`).
+//! 3. After `COMMIT;` the tool asks for a confirmation line; seeing it proves the commit.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::input::{self, Codec, Expected};
+use crate::plain::{FormatError, PlainFilter, PlainSummary};
+use crate::sink::{Ended, SqlSession, SqlSink, psql_error};
+use crate::{Error, Result};
+
+pub(crate) const BEGIN: &str = "BEGIN;";
+pub(crate) const COMMIT: &str = "COMMIT;";
+/// The line the confirmation query prints.
+pub(crate) const COMMITTED: &str = "litemaas-restore: committed";
+/// How long psql may take to exit after its input ended on a failure, before it is dropped
+/// (a local psql is then killed; either way the transaction is rolled back).
+const EXIT_GRACE: Duration = Duration::from_secs(60);
+
+/// How a restore runs.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// What is known in advance about the stored bytes (name, codec, SHA-256, size).
+    pub expected: Expected,
+    /// Incremented with every stored byte read: for a progress display.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The target, e.g. `database litemaas on db:5432`.
+    pub target: String,
+    /// The codec found.
+    pub codec: Codec,
+    /// Stored bytes read.
+    pub stored_bytes: u64,
+    /// Bytes of SQL.
+    pub sql_bytes: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Whether that SHA-256 was compared with an integrity record (`false`: none existed).
+    pub sha256_verified: bool,
+    /// The checks that passed before COMMIT, in words.
+    pub checks: Vec<String>,
+    /// Rows per table, as the dump's COPY blocks carried them.
+    pub tables: BTreeMap<String, u64>,
+    /// Errors of the clean (DROP) section turned into warnings (harmless; see
+    /// [`PlainFilter`](crate::plain::PlainFilter)).
+    pub clean_warnings: u64,
+    /// `pg_dump` version that made the dump.
+    pub pg_dump_version: Option<String>,
+    /// The server version the dump was taken from.
+    pub source_server_version: Option<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Restores `stored` (the backup's bytes as stored: compressed or not) through `sink`, all or
+/// nothing.
+///
+/// # Errors
+/// See [`Error`]: in every case but [`Error::CommitUnknown`] the target is exactly as it was.
+pub async fn restore(
+    stored: Pin<Box<dyn AsyncRead + Send>>,
+    sink: &dyn SqlSink,
+    options: &RestoreOptions,
+    cancel: &CancellationToken,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let target = sink.describe();
+    let decoded = input::open(stored, &options.expected, options.progress.clone()).await?;
+    let codec = decoded.codec;
+    let seen = decoded.seen.clone();
+    let mut sql = decoded.sql;
+    let mut filter = PlainFilter::new();
+    let mut out = Vec::new();
+
+    // Nothing reaches psql until the input is known to be a pg_dump dump.
+    let mut ended = false;
+    while filter.sql_bytes() < 64 && !ended {
+        let chunk = read_chunk(&mut sql).await?;
+        ended = chunk.is_empty();
+        filter.push(chunk, &mut out)?;
+    }
+    if ended {
+        filter.finish(&mut out)?;
+    }
+
+    let mut session = sink.start().await?;
+    let mut lines_sent = 0u64;
+    let streamed = {
+        let stream = async {
+            send(
+                &mut *session,
+                Bytes::from(format!("{BEGIN}\n")),
+                &mut lines_sent,
+            )
+            .await?;
+            loop {
+                for piece in out.drain(..) {
+                    send(&mut *session, piece, &mut lines_sent).await?;
+                }
+                if ended {
+                    break;
+                }
+                let chunk = read_chunk(&mut sql).await.map_err(Step::Input)?;
+                ended = chunk.is_empty();
+                filter
+                    .push(chunk, &mut out)
+                    .map_err(|e| Step::Input(e.into()))?;
+            }
+            Ok::<(), Step>(())
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(Step::Input(Error::Cancelled)),
+            result = stream => result,
+        }
+    };
+
+    // The verdict on everything before COMMIT.
+    let verdict = streamed.and_then(|()| {
+        let summary = filter.finish(&mut out).map_err(|e| Step::Input(e.into()))?;
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sha256 = input::check_stored(&seen, &options.expected).map_err(Step::Input)?;
+        Ok((summary, sha256, seen.bytes))
+    });
+    let (summary, sha256, stored_bytes) = match verdict {
+        Ok(v) => v,
+        Err(step) => {
+            let ended = end_without_commit(session).await;
+            return Err(match (step, ended) {
+                // psql stopped first: its error is the cause.
+                (Step::Psql, Some(ended)) => psql_error(&target, &ended),
+                (Step::Psql, None) => Error::Psql {
+                    target,
+                    status: "no exit status".into(),
+                    message: "psql stopped reading its input".into(),
+                    hint: String::new(),
+                },
+                (Step::Input(e), _) => e,
+            });
+        }
+    };
+    if cancel.is_cancelled() {
+        end_without_commit(session).await;
+        return Err(Error::Cancelled);
+    }
+
+    // Every check passed: COMMIT, then the confirmation that it happened.
+    let commit_line = lines_sent + 1;
+    let tail = format!("{COMMIT}\nSELECT '{COMMITTED}';\n");
+    let wrote = session.write(Bytes::from(tail)).await;
+    let ended = session.finish().await?;
+    if ended.stdout.iter().any(|l| l == COMMITTED) {
+        let sha256_verified = options.expected.sha256.is_some();
+        let mut checks = vec![match codec {
+            Codec::Gzip => "gzip stream complete (CRC-32 and length verified)".to_owned(),
+            Codec::Zstd => "zstd frames complete".to_owned(),
+            Codec::None => "uncompressed: read to its end".to_owned(),
+        }];
+        checks.push(if sha256_verified {
+            "SHA-256 matches the integrity record".to_owned()
+        } else {
+            "no integrity record: SHA-256 not compared".to_owned()
+        });
+        checks.push("ends with pg_dump's completion marker".to_owned());
+        checks.push("psql reported no error (ON_ERROR_STOP)".to_owned());
+        let PlainSummary {
+            sql_bytes,
+            tables,
+            pg_dump_version,
+            server_version,
+            ..
+        } = summary;
+        return Ok(RestoreReport {
+            target,
+            codec,
+            stored_bytes,
+            sql_bytes,
+            sha256,
+            sha256_verified,
+            checks,
+            tables,
+            clean_warnings: count_clean_warnings(&ended),
+            pg_dump_version,
+            source_server_version: server_version,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    let _ = wrote;
+    Err(after_commit_failure(&target, &ended, commit_line))
+}
+
+/// Which side failed while streaming.
+enum Step {
+    /// psql stopped reading (it exited at an error, or never connected).
+    Psql,
+    /// The input: reading, decoding, the format, or a cancellation.
+    Input(Error),
+}
+
+async fn send(session: &mut dyn SqlSession, data: Bytes, lines: &mut u64) -> Result<(), Step> {
+    *lines += memchr::memchr_iter(b'\n', &data).count() as u64;
+    session.write(data).await.map_err(|_| Step::Psql)
+}
+
+async fn read_chunk(sql: &mut Pin<Box<dyn AsyncRead + Send>>) -> Result<Bytes> {
+    const CHUNK: usize = 256 * 1024;
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    while buf.len() < CHUNK {
+        let n = sql
+            .read_buf(&mut buf)
+            .await
+            .map_err(|source| Error::Read { source })?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Ends psql's input without COMMIT, so the transaction is rolled back, and waits (bounded)
+/// until psql has exited.
+async fn end_without_commit(session: Box<dyn SqlSession>) -> Option<Ended> {
+    match tokio::time::timeout(EXIT_GRACE, session.finish()).await {
+        Ok(Ok(ended)) => Some(ended),
+        Ok(Err(e)) => {
+            tracing::warn!("psql did not end cleanly: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "psql did not exit within {EXIT_GRACE:?} of the end of its input; dropped"
+            );
+            None
+        }
+    }
+}
+
+/// psql failed and no confirmation came: rolled back, unless the connection was lost at or
+/// after the COMMIT line.
+fn after_commit_failure(target: &str, ended: &Ended, commit_line: u64) -> Error {
+    let failed_line = ended.stderr.iter().find_map(|l| {
+        let rest = l.strip_prefix("psql:<stdin>:")?;
+        rest.split(':').next()?.parse::<u64>().ok()
+    });
+    let lost = ended.stderr.iter().any(|l| {
+        l.contains("server closed the connection")
+            || l.contains("connection to server was lost")
+            || l.contains("could not send data to server")
+            || l.contains("could not receive data from server")
+    }) || ended.status.contains("signal")
+        || ended.status == "no exit status";
+    match failed_line {
+        Some(line) if line < commit_line => psql_error(target, ended),
+        _ if lost || ended.success => Error::CommitUnknown {
+            target: target.to_owned(),
+            message: psql_error(target, ended).to_string(),
+        },
+        _ => psql_error(target, ended),
+    }
+}
+
+fn count_clean_warnings(ended: &Ended) -> u64 {
+    // Warnings beyond the clean section's are not expected from a pg_dump script.
+    ended.warnings
+}
+
+impl From<FormatError> for Step {
+    fn from(e: FormatError) -> Self {
+        Step::Input(e.into())
+    }
+}

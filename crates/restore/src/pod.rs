@@ -1,0 +1,207 @@
+//! `psql` inside the database pod, through the Kubernetes exec API (no `oc`/`kubectl`).
+//!
+//! The password is the first line written to the command's stdin, never part of its command
+//! line (which is in the exec request's URL, so in the API server's audit log, and in the pod's
+//! process list). The SQL follows on the same stdin. Ending the exec stream only ends psql's
+//! input in the pod — and since the restore never uses `--single-transaction`, that never
+//! commits anything.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kube::api::AttachParams;
+use litemaas_dump::Secret;
+use litemaas_dump::pod::{
+    PodContainer, PodCredentials, PodProcess, PodTarget, exec_with_password, find_pod,
+    read_credentials,
+};
+use tokio::io::AsyncWriteExt;
+
+use crate::sink::{Ended, SqlSession, SqlSink, collect_lines, run_script};
+use crate::{Error, Result};
+
+/// psql in the database pod, with the credentials of the LiteMaaS Secret.
+#[derive(Clone)]
+pub struct PodPsql {
+    client: kube::Client,
+    at: PodContainer,
+    username: String,
+    password: Secret,
+    database: String,
+}
+
+impl std::fmt::Debug for PodPsql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodPsql")
+            .field("at", &self.at)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl PodPsql {
+    /// psql for `database` (default: the Secret's) in the first Running pod of `target`, with
+    /// the login the Secret gives for that database (as the backup does).
+    ///
+    /// # Errors
+    /// No Running pod, a missing Secret or key: each error names the thing.
+    pub async fn discover(
+        client: kube::Client,
+        target: &PodTarget,
+        database: Option<String>,
+    ) -> Result<Self> {
+        let kube = |e: litemaas_dump::Error| Error::Sink {
+            context: format!("cannot restore in namespace {}", target.namespace),
+            source: Box::new(e),
+        };
+        let credentials = read_credentials(&client, target).await.map_err(kube)?;
+        let pod = find_pod(&client, target).await.map_err(kube)?;
+        Ok(Self::new(client, target, pod, &credentials, database))
+    }
+
+    /// psql in a known pod with known credentials.
+    pub fn new(
+        client: kube::Client,
+        target: &PodTarget,
+        pod: String,
+        credentials: &PodCredentials,
+        database: Option<String>,
+    ) -> Self {
+        let database = database.unwrap_or_else(|| credentials.database.clone());
+        let login = credentials.for_database(&database);
+        Self {
+            client,
+            at: PodContainer {
+                namespace: target.namespace.clone(),
+                pod,
+                container: target.container.clone(),
+            },
+            username: login.username,
+            password: login.password,
+            database,
+        }
+    }
+
+    /// The exec command: no password in it.
+    pub fn command(&self) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec psql -X -q -A -t -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\"".into(),
+            "litemaas-restore".into(),
+            self.username.clone(),
+            self.database.clone(),
+        ]
+    }
+}
+
+#[async_trait]
+impl SqlSink for PodPsql {
+    fn describe(&self) -> String {
+        format!(
+            "database {} in pod {}/{}",
+            self.database, self.at.namespace, self.at.pod
+        )
+    }
+
+    fn database(&self) -> Option<String> {
+        Some(self.database.clone())
+    }
+
+    fn with_database(&self, database: &str) -> Box<dyn SqlSink> {
+        let mut other = self.clone();
+        other.database = database.to_owned();
+        Box::new(other)
+    }
+
+    async fn query(&self, sql: &str) -> Result<String> {
+        run_script(self, sql).await
+    }
+
+    async fn start(&self) -> Result<Box<dyn SqlSession>> {
+        let params = AttachParams::default()
+            .max_stdin_buf_size(1024 * 1024)
+            .max_stdout_buf_size(64 * 1024)
+            .max_stderr_buf_size(64 * 1024);
+        let PodProcess {
+            process,
+            stdin,
+            stdout,
+            stderr,
+            status,
+        } = exec_with_password(
+            &self.client,
+            &self.at,
+            self.command(),
+            &self.password,
+            params,
+            true,
+        )
+        .await
+        .map_err(|e| Error::Sink {
+            context: format!(
+                "cannot start psql in pod {}/{}",
+                self.at.namespace, self.at.pod
+            ),
+            source: Box::new(e),
+        })?;
+        Ok(Box::new(PodSession {
+            process: Some(process),
+            stdin,
+            status,
+            program: format!("psql in pod {}/{}", self.at.namespace, self.at.pod),
+            stdout: tokio::spawn(collect_lines(stdout, "psql", false)),
+            stderr: tokio::spawn(collect_lines(stderr, "psql", true)),
+        }))
+    }
+}
+
+struct PodSession {
+    process: Option<kube::api::AttachedProcess>,
+    stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    status: std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+                > + Send,
+        >,
+    >,
+    program: String,
+    stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
+    stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
+}
+
+#[async_trait]
+impl SqlSession for PodSession {
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(&data).await,
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Ended> {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let status = (&mut self.status).await;
+        let (stdout, _) = (&mut self.stdout).await.unwrap_or_default();
+        let (stderr, warnings) = (&mut self.stderr).await.unwrap_or_default();
+        if let Some(process) = self.process.take() {
+            let _ = process.join().await;
+        }
+        let verdict = litemaas_dump::pod::check_status(&self.program, status, "");
+        Ok(Ended {
+            success: verdict.is_ok(),
+            status: match verdict {
+                Ok(()) => "exit code 0".into(),
+                Err(litemaas_dump::Error::DumpFailed { status, .. }) => status,
+                Err(e) => e.to_string(),
+            },
+            stdout,
+            stderr,
+            warnings,
+        })
+    }
+}

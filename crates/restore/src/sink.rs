@@ -1,0 +1,426 @@
+//! The SQL-sink seam: where restored SQL goes. [`LocalPsql`] runs `psql` on this host; with the
+//! `kube` feature, [`PodPsql`](crate::PodPsql) runs it in the database pod; [`MemorySink`] keeps
+//! what it is sent, for tests.
+//!
+//! A sink only carries bytes and reports how psql ended; the protocol that makes a restore
+//! all-or-nothing (`BEGIN`, the dump, `COMMIT` only after the checks) is the job's, in
+//! [`restore`](crate::restore()), the same for every sink.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use litemaas_dump::PgConnection;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+
+use crate::{Error, Result};
+
+/// How many trailing lines of psql's output are kept.
+const KEEP_LINES: usize = 40;
+
+/// How a psql session ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// psql exited 0.
+    pub success: bool,
+    /// `exit code 3`, `killed by signal 9`, `no exit status`, …
+    pub status: String,
+    /// The last lines psql wrote to standard output (query results with `-At`).
+    pub stdout: Vec<String>,
+    /// The last lines psql wrote to standard error (errors, warnings).
+    pub stderr: Vec<String>,
+    /// Warnings psql printed, counted over the whole session (not only the kept lines).
+    pub warnings: u64,
+}
+
+/// One psql reading a script from its input, with `ON_ERROR_STOP` and without
+/// `--single-transaction` (so that the end of input never commits anything).
+#[async_trait]
+pub trait SqlSession: Send {
+    /// Sends more of the script.
+    ///
+    /// # Errors
+    /// psql is gone (it stopped at an error, or could not connect): call
+    /// [`finish`](Self::finish) to learn why.
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()>;
+
+    /// Ends the input and waits until psql has exited.
+    async fn finish(self: Box<Self>) -> Result<Ended>;
+}
+
+/// Where restored SQL goes: a database reached through psql.
+#[async_trait]
+pub trait SqlSink: Send + Sync + Debug {
+    /// A human description, e.g. `database litemaas on db:5432`.
+    fn describe(&self) -> String;
+
+    /// The database name, if known (`None`: libpq's default).
+    fn database(&self) -> Option<String>;
+
+    /// The same server and login, another database.
+    fn with_database(&self, database: &str) -> Box<dyn SqlSink>;
+
+    /// Runs a short script (`ON_ERROR_STOP`, unaligned tuples-only output) and returns its
+    /// standard output.
+    ///
+    /// # Errors
+    /// [`Error::Psql`] with psql's message.
+    async fn query(&self, sql: &str) -> Result<String>;
+
+    /// Starts a psql session reading a script from its input.
+    async fn start(&self) -> Result<Box<dyn SqlSession>>;
+}
+
+/// Runs one script to its end through `sink`: for short administrative scripts.
+pub(crate) async fn run_script(sink: &dyn SqlSink, sql: &str) -> Result<String> {
+    let mut session = sink.start().await?;
+    let write = session.write(Bytes::copy_from_slice(sql.as_bytes())).await;
+    let ended = session.finish().await?;
+    if ended.success {
+        return Ok(ended.stdout.join("\n"));
+    }
+    let _ = write;
+    Err(psql_error(&sink.describe(), &ended))
+}
+
+/// psql's failure as an error, with a hint where one is known.
+pub(crate) fn psql_error(target: &str, ended: &Ended) -> Error {
+    let errors: Vec<&str> = ended
+        .stderr
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.contains(crate::plain::CLEAN_WARNING))
+        .collect();
+    // The first error line names the cause; context lines follow it.
+    let first = errors
+        .iter()
+        .position(|l| l.contains("ERROR:") || l.contains("FATAL:") || l.contains("error:"))
+        .unwrap_or(0);
+    let message = errors[first.min(errors.len())..]
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let hint = if message.contains("out of shared memory")
+        || message.contains("max_locks_per_transaction")
+    {
+        " — the restore runs as one transaction and needs a lock per table, index and sequence: raise max_locks_per_transaction on the server (and restart it), then restore again"
+    } else {
+        ""
+    };
+    Error::Psql {
+        target: target.to_owned(),
+        status: ended.status.clone(),
+        message: if message.is_empty() {
+            "no error output".into()
+        } else {
+            message
+        },
+        hint: hint.into(),
+    }
+}
+
+/// Keeps the last [`KEEP_LINES`] lines of a stream, logging each, counting warnings.
+pub(crate) async fn collect_lines(
+    reader: impl AsyncRead + Unpin,
+    program: &'static str,
+    log: bool,
+) -> (Vec<String>, u64) {
+    let mut lines = BufReader::new(reader).lines();
+    let mut kept = std::collections::VecDeque::new();
+    let mut warnings = 0;
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if line.contains("WARNING:") {
+                    warnings += 1;
+                }
+                if log {
+                    tracing::info!(program, "{line}");
+                }
+                if kept.len() == KEEP_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+            Ok(None) => break,
+            // Not UTF-8, or the pipe broke: skip what cannot be read as a line.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+            Err(_) => break,
+        }
+    }
+    (kept.into(), warnings)
+}
+
+/// `psql` on this host. The password is handed to it in its environment (`PGPASSWORD`), never
+/// on its command line.
+#[derive(Debug, Clone)]
+pub struct LocalPsql {
+    conn: Option<PgConnection>,
+    database: Option<String>,
+    program: PathBuf,
+}
+
+impl LocalPsql {
+    /// psql against the database `conn` points at.
+    pub fn new(conn: PgConnection) -> Self {
+        Self {
+            conn: Some(conn),
+            database: None,
+            program: "psql".into(),
+        }
+    }
+
+    /// psql against the database libpq's environment names (`PGHOST`, `PGDATABASE`, …).
+    pub fn from_libpq_env() -> Self {
+        Self {
+            conn: None,
+            database: None,
+            program: "psql".into(),
+        }
+    }
+
+    /// Uses this `psql` binary.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// The command line (no password in it).
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--no-password",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Some(conn) = &self.conn {
+            let conn = match &self.database {
+                Some(db) => conn.with_database(db),
+                None => conn.clone(),
+            };
+            args.push(format!("--dbname={}", conn.url_without_password()));
+        }
+        args
+    }
+}
+
+#[async_trait]
+impl SqlSink for LocalPsql {
+    fn describe(&self) -> String {
+        let database = self
+            .database()
+            .unwrap_or_else(|| "the default database".into());
+        match &self.conn {
+            Some(conn) => format!("database {database} on {}", conn.host_port()),
+            None => format!("database {database} (libpq environment)"),
+        }
+    }
+
+    fn database(&self) -> Option<String> {
+        self.database
+            .clone()
+            .or_else(|| self.conn.as_ref().and_then(PgConnection::database))
+            .or_else(|| std::env::var("PGDATABASE").ok())
+    }
+
+    fn with_database(&self, database: &str) -> Box<dyn SqlSink> {
+        let mut other = self.clone();
+        other.database = Some(database.to_owned());
+        Box::new(other)
+    }
+
+    async fn query(&self, sql: &str) -> Result<String> {
+        run_script(self, sql).await
+    }
+
+    async fn start(&self) -> Result<Box<dyn SqlSession>> {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(self.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(password) = self.conn.as_ref().and_then(PgConnection::password) {
+            cmd.env("PGPASSWORD", password.expose());
+        }
+        if self.conn.is_none()
+            && let Some(db) = &self.database
+        {
+            cmd.env("PGDATABASE", db);
+        }
+        let mut child = cmd.spawn().map_err(|e| Error::Sink {
+            context: format!("cannot start {}", self.program.display()),
+            source: Box::new(e),
+        })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(Error::Internal("psql's pipes were not set up".into()));
+        };
+        Ok(Box::new(LocalSession {
+            child,
+            stdin: Some(stdin),
+            stdout: tokio::spawn(collect_lines(stdout, "psql", false)),
+            stderr: tokio::spawn(collect_lines(stderr, "psql", true)),
+        }))
+    }
+}
+
+struct LocalSession {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
+    stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
+}
+
+#[async_trait]
+impl SqlSession for LocalSession {
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(&data).await,
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Ended> {
+        // End of input: psql finishes the statement at hand and exits; an open transaction
+        // (ours, unless COMMIT was sent) is rolled back by the server as the session ends.
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let status = self.child.wait().await.map_err(|e| Error::Sink {
+            context: "waiting for psql".into(),
+            source: Box::new(e),
+        })?;
+        let (stdout, _) = self.stdout.await.unwrap_or_default();
+        let (stderr, warnings) = self.stderr.await.unwrap_or_default();
+        Ok(Ended {
+            success: status.success(),
+            status: exit_status(status),
+            stdout,
+            stderr,
+            warnings,
+        })
+    }
+}
+
+fn exit_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// A test double: keeps every session's input; each session ends as [`MemorySink::ending`]
+/// says (psql exit 0 by default, printing the commit confirmation when it saw `COMMIT`).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    sessions: Arc<Mutex<Vec<Vec<u8>>>>,
+    fail_with: Option<String>,
+}
+
+impl MemorySink {
+    /// A sink whose sessions succeed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A sink whose sessions end as psql does after an SQL error (exit code 3, `message`).
+    pub fn failing(message: impl Into<String>) -> Self {
+        Self {
+            fail_with: Some(message.into()),
+            ..Self::default()
+        }
+    }
+
+    /// What each session was sent, in order.
+    pub fn sessions(&self) -> Vec<Vec<u8>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl SqlSink for MemorySink {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn database(&self) -> Option<String> {
+        Some("memory".into())
+    }
+
+    fn with_database(&self, _database: &str) -> Box<dyn SqlSink> {
+        Box::new(self.clone())
+    }
+
+    async fn query(&self, sql: &str) -> Result<String> {
+        run_script(self, sql).await
+    }
+
+    async fn start(&self) -> Result<Box<dyn SqlSession>> {
+        let index = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.push(Vec::new());
+            sessions.len() - 1
+        };
+        Ok(Box::new(MemorySession {
+            sink: self.clone(),
+            index,
+        }))
+    }
+}
+
+struct MemorySession {
+    sink: MemorySink,
+    index: usize,
+}
+
+#[async_trait]
+impl SqlSession for MemorySession {
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        let mut sessions = self.sink.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions[self.index].extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<Ended> {
+        let input = self.sink.sessions()[self.index].clone();
+        let text = String::from_utf8_lossy(&input);
+        Ok(match &self.sink.fail_with {
+            Some(message) => Ended {
+                success: false,
+                status: "exit code 3".into(),
+                stderr: vec![format!("psql:<stdin>:1: ERROR:  {message}")],
+                ..Ended::default()
+            },
+            None => Ended {
+                success: true,
+                status: "exit code 0".into(),
+                stdout: text
+                    .lines()
+                    .any(|l| l == crate::job::COMMIT)
+                    .then(|| crate::job::COMMITTED.to_owned())
+                    .into_iter()
+                    .collect(),
+                ..Ended::default()
+            },
+        })
+    }
+}
