@@ -2,7 +2,8 @@
 //!
 //! The pieces every `litemaas-*` binary shares, so each `main.rs` stays a table of contents:
 //! [`StoreArgs`] (where backups live: an S3 bucket or a local directory), [`logging::init`],
-//! [`cancel_on_signal`] and [`exit`] (one clear line per failure, non-zero exit).
+//! [`cancel_on_signal`], [`progress`] bars on a terminal, and [`exit`] (one clear line per
+//! failure, non-zero exit).
 //!
 //! ```
 //! use clap::Parser;
@@ -17,6 +18,7 @@
 //! ```
 
 pub mod logging;
+pub mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

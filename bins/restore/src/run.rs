@@ -1,0 +1,398 @@
+//! Assembling the pieces from the arguments, and reporting.
+
+use std::io::IsTerminal;
+use std::pin::Pin;
+
+use anyhow::{Context, Result, anyhow, bail};
+use litemaas_backup::catalog::{self, Chosen, Selection};
+use litemaas_backup::dump::PgConnection;
+use litemaas_backup::dump::PodTarget;
+use litemaas_backup::restore::{
+    self, Expected, LocalPsql, PodPsql, RestoreOptions, RestoreReport, ServerInfo, SqlSink,
+};
+use litemaas_cli::progress::Progress;
+use serde::Serialize;
+use tokio::io::AsyncRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BackupArgs, RestoreArgs, TargetArgs, VerifyArgs};
+
+/// The backup to read.
+struct Backup {
+    /// `s3://bucket/key` or the file's path.
+    name: String,
+    chosen: Option<Chosen>,
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+    expected: Expected,
+    size: Option<u64>,
+}
+
+impl Backup {
+    async fn open(args: &BackupArgs, default_latest: bool) -> Result<Self> {
+        if let Some(path) = &args.file {
+            let file = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open backup file {}", path.display()))?;
+            let size = file.metadata().await.ok().map(|m| m.len());
+            return Ok(Self {
+                name: path.display().to_string(),
+                chosen: None,
+                reader: Box::pin(file),
+                expected: Expected {
+                    name: Some(path.display().to_string()),
+                    ..Expected::default()
+                },
+                size,
+            });
+        }
+        let selection = match (&args.key, args.latest || default_latest) {
+            (Some(key), _) => Selection::Key(key.clone()),
+            (None, true) => Selection::Latest,
+            (None, false) => bail!("say which backup: --key KEY, --latest or --file PATH"),
+        };
+        let store = args.store.open().await?;
+        let chosen = catalog::choose(store.as_ref(), &args.store.prefix(), &selection).await?;
+        let reader = catalog::open(store, &chosen.key)
+            .await
+            .with_context(|| format!("cannot read {}/{}", chosen.store, chosen.key))?;
+        if chosen.record.is_none() {
+            tracing::warn!(
+                key = chosen.key,
+                "no integrity record (a dump of the original tool?): restoring without a checksum; the stream's own checks and pg_dump's completion marker still apply"
+            );
+            eprintln!(
+                "warning: {} has no integrity record: no SHA-256 to compare (the gzip trailer and pg_dump's completion marker are still checked)",
+                chosen.key
+            );
+        }
+        Ok(Self {
+            name: format!("{}/{}", chosen.store, chosen.key),
+            expected: chosen.expected(),
+            size: Some(chosen.size),
+            chosen: Some(chosen),
+            reader,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let mut out = self.name.clone();
+        let mut facts = Vec::new();
+        if let Some(at) = self.chosen.as_ref().and_then(|c| c.taken_at) {
+            facts.push(format!("taken {at}"));
+        }
+        if let Some(size) = self.size {
+            facts.push(format!("{size} bytes"));
+        }
+        facts.push(
+            if self.expected.sha256.is_some() {
+                "SHA-256 recorded"
+            } else {
+                "no integrity record"
+            }
+            .to_owned(),
+        );
+        out.push_str(&format!(" ({})", facts.join(", ")));
+        out
+    }
+}
+
+/// The database to restore into.
+async fn sink(args: &TargetArgs) -> Result<Box<dyn SqlSink>> {
+    if let Some(namespace) = &args.namespace {
+        let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
+        let mut target = PodTarget::litemaas(namespace);
+        target.selector.clone_from(&args.pod_selector);
+        target.container.clone_from(&args.container);
+        target.secret.clone_from(&args.secret);
+        return Ok(Box::new(
+            PodPsql::discover(client, &target, args.database.clone()).await?,
+        ));
+    }
+    let psql = match &args.database_url {
+        Some(url) => LocalPsql::new(PgConnection::parse(url.expose())?),
+        None => LocalPsql::from_libpq_env(),
+    }
+    .program(&args.psql);
+    Ok(match &args.database {
+        Some(database) => psql.with_database(database),
+        None => Box::new(psql),
+    })
+}
+
+/// Streams the backup into `sink`, with a progress bar on a terminal.
+async fn load(
+    backup: Backup,
+    sink: &dyn SqlSink,
+    cancel: &CancellationToken,
+) -> restore::Result<RestoreReport> {
+    let progress = Progress::bytes("restoring", backup.size);
+    let options = RestoreOptions {
+        expected: backup.expected,
+        progress: Some(progress.counter()),
+    };
+    let result = restore::restore(backup.reader, sink, &options, cancel).await;
+    progress.finish();
+    result
+}
+
+/// What `--json` prints for a restore.
+#[derive(Serialize)]
+struct RestoreJson<'a> {
+    backup: &'a str,
+    chosen: Option<&'a Chosen>,
+    into: Option<&'a str>,
+    #[serde(flatten)]
+    report: &'a RestoreReport,
+}
+
+/// A restore over the live database (after confirmation) or into a new one (`--into`).
+pub async fn restore(args: RestoreArgs) -> Result<()> {
+    let cancel = litemaas_cli::cancel_on_signal();
+    let backup = Backup::open(&args.backup, false).await?;
+    let server = sink(&args.target).await?;
+    let backup_name = backup.name.clone();
+    let chosen = backup.chosen.clone();
+
+    let report = match &args.into {
+        Some(new_db) => {
+            restore::create_database(server.as_ref(), new_db).await?;
+            eprintln!(
+                "created database {new_db} on the server of {}",
+                server.describe()
+            );
+            let target = server.with_database(new_db);
+            match load(backup, target.as_ref(), &cancel).await {
+                Ok(report) => report,
+                Err(e) => {
+                    let dropped = match restore::drop_database(server.as_ref(), new_db).await {
+                        Ok(()) => format!("the new database {new_db} was dropped"),
+                        Err(drop) => format!(
+                            "dropping the new database {new_db} failed too ({drop}); drop it by hand"
+                        ),
+                    };
+                    return Err(anyhow!(e).context(format!(
+                        "restore of {backup_name} into {} failed; the live database was not touched and {dropped}",
+                        target.describe()
+                    )));
+                }
+            }
+        }
+        None => {
+            let info = restore::server_info(server.as_ref()).await.with_context(|| {
+                format!("cannot use {}; nothing was changed", server.describe())
+            })?;
+            confirm(&args, server.as_ref(), &info, &backup)?;
+            let target = server.describe();
+            load(backup, server.as_ref(), &cancel).await.map_err(|e| {
+                let outcome = if e.target_unchanged() {
+                    "the database is unchanged"
+                } else {
+                    "the database may or may not have been replaced"
+                };
+                anyhow!(e).context(format!(
+                    "restore of {backup_name} into {target} failed; {outcome}"
+                ))
+            })?
+        }
+    };
+    eprintln!(
+        "restored {backup_name} into {} ({} bytes of SQL, {} table(s), {} rows, {:.1} s)",
+        report.target,
+        report.sql_bytes,
+        report.tables.len(),
+        report.tables.values().sum::<u64>(),
+        report.duration_ms as f64 / 1000.0
+    );
+    for check in &report.checks {
+        eprintln!("  ✓ {check}");
+    }
+    if report.clean_warnings > 0 {
+        eprintln!(
+            "  {} statement(s) of the dump's clean (DROP) section failed harmlessly and were skipped (see the log with -v)",
+            report.clean_warnings
+        );
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&RestoreJson {
+                backup: &backup_name,
+                chosen: chosen.as_ref(),
+                into: args.into.as_deref(),
+                report: &report,
+            })?
+        );
+    }
+    Ok(())
+}
+
+/// Says what will be replaced, and asks (or needs `--yes`).
+fn confirm(args: &RestoreArgs, sink: &dyn SqlSink, info: &ServerInfo, backup: &Backup) -> Result<()> {
+    eprintln!(
+        "about to REPLACE {} ({}; {} table(s), {} bytes)\n  with {}",
+        sink.describe(),
+        info.version.split(" on ").next().unwrap_or(&info.version),
+        info.tables,
+        info.size_bytes,
+        backup.describe()
+    );
+    if args.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to replace {} without --yes (stdin is not a terminal); nothing was changed",
+            sink.describe()
+        );
+    }
+    eprint!("type the database name ({}) to go on: ", info.database);
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != info.database {
+        bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
+/// One table in the verify report.
+#[derive(Serialize)]
+struct TableCheck {
+    table: String,
+    rows: i64,
+    expected: Option<u64>,
+    ok: bool,
+}
+
+/// What `litemaas-restore verify` found.
+#[derive(Serialize)]
+struct VerifyReport {
+    backup: String,
+    chosen: Option<Chosen>,
+    scratch_database: String,
+    passed: bool,
+    failures: Vec<String>,
+    restore: Option<RestoreReport>,
+    tables: Vec<TableCheck>,
+    scratch_dropped: bool,
+}
+
+/// A test restore into a scratch database, always dropped.
+pub async fn verify(args: VerifyArgs) -> Result<()> {
+    let cancel = litemaas_cli::cancel_on_signal();
+    let backup = Backup::open(&args.backup, true).await?;
+    let server = sink(&args.target).await?;
+    let scratch = args.scratch.clone().unwrap_or_else(|| {
+        format!(
+            "litemaas_verify_{}_{}",
+            jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S"),
+            std::process::id()
+        )
+    });
+    let mut report = VerifyReport {
+        backup: backup.name.clone(),
+        chosen: backup.chosen.clone(),
+        scratch_database: scratch.clone(),
+        passed: false,
+        failures: Vec::new(),
+        restore: None,
+        tables: Vec::new(),
+        scratch_dropped: false,
+    };
+    restore::create_database(server.as_ref(), &scratch).await?;
+    eprintln!(
+        "verify: restoring {} into scratch database {scratch}",
+        backup.describe()
+    );
+    let target = server.with_database(&scratch);
+    let checked = check(backup, target.as_ref(), &cancel, &mut report).await;
+    if let Err(e) = &checked {
+        report.failures.push(format!("{e:#}"));
+    }
+    match restore::drop_database(server.as_ref(), &scratch).await {
+        Ok(()) => report.scratch_dropped = true,
+        Err(e) => report
+            .failures
+            .push(format!("dropping the scratch database {scratch} failed: {e}")),
+    }
+    report.passed = report.failures.is_empty();
+    for table in &report.tables {
+        eprintln!(
+            "  {} {}: {} row(s){}",
+            if table.ok { "✓" } else { "✗" },
+            table.table,
+            table.rows,
+            match table.expected {
+                Some(n) if !table.ok => format!(", expected {n}"),
+                _ => String::new(),
+            }
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if report.passed {
+        eprintln!(
+            "verify: PASSED: {} restores ({} table(s)); scratch database {scratch} dropped",
+            report.backup,
+            report.tables.len()
+        );
+        Ok(())
+    } else {
+        bail!(
+            "verify FAILED for {}: {}",
+            report.backup,
+            report.failures.join("; ")
+        )
+    }
+}
+
+/// Restore, then every table selectable and row counts as the dump carried them.
+async fn check(
+    backup: Backup,
+    target: &dyn SqlSink,
+    cancel: &CancellationToken,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let restored = load(backup, target, cancel).await?;
+    for check in &restored.checks {
+        eprintln!("  ✓ {check}");
+    }
+    let counts = tokio::select! {
+        () = cancel.cancelled() => bail!("cancelled"),
+        counts = restore::count_rows(target) => counts.context("selecting from every table")?,
+    };
+    let mut wrong = Vec::new();
+    for count in counts {
+        let expected = restored.tables.get(&count.table).copied();
+        let ok = expected.is_none_or(|n| i64::try_from(n).ok() == Some(count.rows));
+        if !ok {
+            wrong.push(count.table.clone());
+        }
+        report.tables.push(TableCheck {
+            table: count.table,
+            rows: count.rows,
+            expected,
+            ok,
+        });
+    }
+    let missing: Vec<&String> = restored
+        .tables
+        .keys()
+        .filter(|t| !report.tables.iter().any(|c| &&c.table == t))
+        .collect();
+    report.restore = Some(restored.clone());
+    if !wrong.is_empty() {
+        bail!("row counts differ from the dump in {}", wrong.join(", "));
+    }
+    if !missing.is_empty() {
+        bail!(
+            "tables of the dump missing after the restore: {}",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
