@@ -148,7 +148,12 @@ pub struct TargetArgs {
     pub secret: String,
 
     /// The psql program (local targets).
-    #[arg(long, env = "LITEMAAS_PSQL", default_value = "psql", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "LITEMAAS_PSQL",
+        default_value = "psql",
+        value_name = "PATH"
+    )]
     pub psql: PathBuf,
 }
 

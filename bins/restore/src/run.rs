@@ -178,9 +178,11 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
             }
         }
         None => {
-            let info = restore::server_info(server.as_ref()).await.with_context(|| {
-                format!("cannot use {}; nothing was changed", server.describe())
-            })?;
+            let info = restore::server_info(server.as_ref())
+                .await
+                .with_context(|| {
+                    format!("cannot use {}; nothing was changed", server.describe())
+                })?;
             confirm(&args, server.as_ref(), &info, &backup)?;
             let target = server.describe();
             load(backup, server.as_ref(), &cancel).await.map_err(|e| {
@@ -227,7 +229,12 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
 }
 
 /// Says what will be replaced, and asks (or needs `--yes`).
-fn confirm(args: &RestoreArgs, sink: &dyn SqlSink, info: &ServerInfo, backup: &Backup) -> Result<()> {
+fn confirm(
+    args: &RestoreArgs,
+    sink: &dyn SqlSink,
+    info: &ServerInfo,
+    backup: &Backup,
+) -> Result<()> {
     eprintln!(
         "about to REPLACE {} ({}; {} table(s), {} bytes)\n  with {}",
         sink.describe(),
@@ -310,9 +317,9 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
     }
     match restore::drop_database(server.as_ref(), &scratch).await {
         Ok(()) => report.scratch_dropped = true,
-        Err(e) => report
-            .failures
-            .push(format!("dropping the scratch database {scratch} failed: {e}")),
+        Err(e) => report.failures.push(format!(
+            "dropping the scratch database {scratch} failed: {e}"
+        )),
     }
     report.passed = report.failures.is_empty();
     for table in &report.tables {

@@ -1,0 +1,554 @@
+//! `litemaas-restore` driven end to end against a real PostgreSQL 15 and the S3 test server
+//! (moto). Every failure case asserts the target database byte-identical (by pg_dump) to what
+//! it was before, and the witness test shows that the manual restore this replaces would have
+//! changed it.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use litemaas_backup::backup::{self, BackupOptions};
+use litemaas_backup::dump::{Compression, PgConnection, PgDump};
+use litemaas_backup::store::{ObjectStore, S3Store};
+use litemaas_testkit::{PgCluster, S3Server};
+use tokio_util::sync::CancellationToken;
+
+fn pg() -> &'static PgCluster {
+    PgCluster::shared()
+}
+
+/// The binary with a clean environment: only what each test gives it.
+fn restore_cmd(home: &Path, db: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_litemaas-restore"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LITEMAAS_PSQL", pg().bin_dir().join("psql"))
+        .env("LITEMAAS_DATABASE_URL", pg().url(db))
+        .envs(S3Server::shared().env())
+        .current_dir(home)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit non-zero with exactly one error line naming every one of `what`.
+fn assert_one_clear_line(out: &Output, what: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure; stderr: {err}");
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| l.starts_with("litemaas-restore: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    for w in what {
+        assert!(lines[0].contains(w), "{w:?} missing from {:?}", lines[0]);
+    }
+    assert!(out.stdout.is_empty(), "nothing on stdout after a failure");
+}
+
+fn sample_db(prefix: &str) -> String {
+    let db = pg().create_database(prefix).unwrap();
+    pg().seed_sample(&db).unwrap();
+    db
+}
+
+async fn bucket(prefix: &str) -> S3Store {
+    let server = S3Server::shared();
+    S3Store::new(server.client(), server.new_bucket(prefix).await.unwrap())
+}
+
+/// A backup of `db` by the library, at `second` (Unix time), as litemaas-backup takes it.
+async fn take_backup(db: &str, store: &S3Store, compression: Compression, second: i64) -> String {
+    let source = PgDump::new(PgConnection::parse(&pg().url(db)).unwrap())
+        .program(pg().bin_dir().join("pg_dump"));
+    let mut options = BackupOptions::new(jiff::Timestamp::from_second(second).unwrap());
+    options.compression = compression;
+    backup::run(&source, store, &options, &CancellationToken::new())
+        .await
+        .unwrap()
+        .key
+}
+
+/// Changes `db` so that it differs from any backup of it taken before: a restore that
+/// committed anything would show. (Objects the dump does not know, e.g. a table created
+/// after the backup, are kept by a `pg_dump --clean` restore, so none is created here.)
+fn change(db: &str) {
+    pg().psql(
+        db,
+        "INSERT INTO users (email, display) VALUES ('later@example.com', 'after the backup'); \
+         DELETE FROM spend_logs WHERE request_id = 'req-1'; ALTER TABLE users ADD COLUMN nickname text;",
+    )
+    .unwrap();
+}
+
+/// The plain SQL of a backup (`pg_dump --clean --if-exists` of `db`), as pg_dump writes it.
+fn plain_dump(db: &str) -> Vec<u8> {
+    let out = pg()
+        .command("pg_dump")
+        .args(["--clean", "--if-exists", "-d", db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_zstd_and_plain_backups_restore_over_the_live_database() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-codecs").await;
+    for (i, compression) in [
+        Compression::default(),
+        Compression::Zstd { level: 3 },
+        Compression::None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = sample_db("restore_codec");
+        let original = pg().dump_for_comparison(&db).unwrap();
+        let key = take_backup(&db, &store, compression, 1_767_225_600 + i as i64).await;
+        change(&db);
+        assert_ne!(pg().dump_for_comparison(&db).unwrap(), original);
+
+        let out = restore_cmd(home.path(), &db)
+            .args(["--bucket", store.bucket(), "--key", &key, "--yes", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{compression}: {}", stderr(&out));
+        assert_eq!(
+            pg().dump_for_comparison(&db).unwrap(),
+            original,
+            "{compression}: the restored database is the backed-up one"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["sha256_verified"], true);
+        assert_eq!(report["tables"]["public.users"], 3);
+        // The partitions' primary keys make two DROPs of the clean section fail on a live
+        // database (PostgreSQL 15): harmless, reported, and the restore still exact.
+        assert!(report["clean_warnings"].as_u64().unwrap() >= 1, "{report}");
+        let err = stderr(&out);
+        assert!(err.contains("about to REPLACE database"), "{err}");
+        assert!(
+            err.contains("SHA-256 matches the integrity record"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_made_like_the_original_tool_restores_with_a_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-legacy").await;
+    let db = sample_db("restore_legacy");
+    let original = pg().dump_for_comparison(&db).unwrap();
+    // pg_dump > f; gzip f (the system gzip, with its file name in the header); aws s3 cp.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database-20250101-020000.sql");
+    std::fs::write(&file, plain_dump(&db)).unwrap();
+    assert!(Command::new("gzip").arg(&file).status().unwrap().success());
+    let key = "litemaas-backups/database-20250101-020000.sql.gz";
+    let status = S3Server::shared()
+        .aws_cli()
+        .args(["s3", "cp", "--quiet"])
+        .arg(dir.path().join("database-20250101-020000.sql.gz"))
+        .arg(format!("s3://{}/{key}", store.bucket()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    change(&db);
+
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--latest", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no integrity record"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn into_a_new_database_leaves_the_live_one_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-into").await;
+    let db = sample_db("restore_into");
+    let original = pg().dump_for_comparison(&db).unwrap();
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let live = pg().dump_for_comparison(&db).unwrap();
+    let new_db = format!("{db}_restored");
+
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--key", &key, "--into", &new_db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pg().dump_for_comparison(&new_db).unwrap(), original);
+    assert_eq!(
+        pg().dump_for_comparison(&db).unwrap(),
+        live,
+        "live database untouched"
+    );
+
+    // Again into the same name: refused, nothing changed.
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--key", &key, "--into", &new_db])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, &[&new_db, "already exists", "nothing was changed"]);
+    assert_eq!(pg().dump_for_comparison(&new_db).unwrap(), original);
+
+    // A bad backup into a new database: the new database is dropped again.
+    let bad = "litemaas-backups/database-20250101-000000.sql.gz";
+    let mut cut = plain_dump(&db);
+    cut.truncate(cut.len() / 2);
+    store.put(bad, Bytes::from(gzip(&cut))).await.unwrap();
+    let other = format!("{db}_bad");
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--key", bad, "--into", &other])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, &[&format!("the new database {other} was dropped")]);
+    let exists = pg()
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{other}'"),
+        )
+        .unwrap();
+    assert_eq!(exists.trim(), "0");
+}
+
+/// Bad inputs: each fails with one line, and the database is byte-identical to before.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_backups_change_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-bad").await;
+    let db = sample_db("restore_bad");
+    let good = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let before = pg().dump_for_comparison(&db).unwrap();
+    let sql = plain_dump(&db);
+    let text = String::from_utf8(sql.clone()).unwrap();
+
+    // One byte flipped where only the SHA-256 sees it: the gzip header's MTIME field.
+    let flipped_key = "litemaas-backups/database-20260102-000000.sql.gz";
+    let mut flipped = store.get_bytes(&good).await.unwrap().to_vec();
+    flipped[5] ^= 0x01;
+    store.put(flipped_key, Bytes::from(flipped)).await.unwrap();
+    let record = store
+        .get_bytes(&litemaas_backup::record::record_key(&good))
+        .await
+        .unwrap();
+    let record = String::from_utf8(record.to_vec())
+        .unwrap()
+        .replace("20260101-000000", "20260102-000000");
+    store
+        .put(
+            &litemaas_backup::record::record_key(flipped_key),
+            Bytes::from(record),
+        )
+        .await
+        .unwrap();
+
+    // Cut in the middle of the gzip stream.
+    let truncated_key = "litemaas-backups/database-20260103-000000.sql.gz";
+    let whole = gzip(&sql);
+    store
+        .put(
+            truncated_key,
+            Bytes::copy_from_slice(&whole[..whole.len() / 2]),
+        )
+        .await
+        .unwrap();
+    // A valid gzip of SQL cut inside a COPY block: no `\.`, no completion marker.
+    let cut_key = "litemaas-backups/database-20260104-000000.sql.gz";
+    // Cut at the end of a row, the worst case: psql ends the COPY cleanly at end of input.
+    let in_copy = text.find("COPY public.spend_logs_2025").unwrap() + 2000;
+    let in_copy = text[..in_copy].rfind('\n').unwrap() + 1;
+    let cut_sql = &sql[..in_copy];
+    store
+        .put(cut_key, Bytes::from(gzip(cut_sql)))
+        .await
+        .unwrap();
+    // Whole statements, but without the completion marker.
+    let no_marker_key = "litemaas-backups/database-20260105-000000.sql.gz";
+    let marker = text.find("-- PostgreSQL database dump complete").unwrap();
+    store
+        .put(no_marker_key, Bytes::from(gzip(&sql[..marker])))
+        .await
+        .unwrap();
+    // zstd data under a gzip name.
+    let zstd_key = "litemaas-backups/database-20260106-000000.sql.gz";
+    let zst = {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        async_compression::tokio::bufread::ZstdEncoder::new(&sql[..])
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        out
+    };
+    store.put(zstd_key, Bytes::from(zst)).await.unwrap();
+    // Not a dump at all.
+    let junk_key = "litemaas-backups/database-20260107-000000.sql.gz";
+    store
+        .put(
+            junk_key,
+            Bytes::from(gzip(b"DROP TABLE users;\nSELECT 1;\n")),
+        )
+        .await
+        .unwrap();
+
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "litemaas-backups/database-20990101-000000.sql.gz",
+            &["no backup at key"],
+        ),
+        (
+            flipped_key,
+            &["SHA-256", "corrupt", "the database is unchanged"],
+        ),
+        (
+            truncated_key,
+            &["unexpected end of file", "the database is unchanged"],
+        ),
+        (
+            cut_key,
+            &["ends inside the COPY data of table public.spend_logs_2025"],
+        ),
+        (no_marker_key, &["PostgreSQL database dump complete"]),
+        (zstd_key, &["zstd data", "gzip"]),
+        (junk_key, &["not a plain pg_dump dump"]),
+    ];
+    for (key, what) in cases {
+        let out = restore_cmd(home.path(), &db)
+            .args(["--bucket", store.bucket(), "--key", key, "--yes"])
+            .output()
+            .unwrap();
+        assert_one_clear_line(&out, what);
+        assert_eq!(
+            pg().dump_for_comparison(&db).unwrap(),
+            before,
+            "{key} changed the database"
+        );
+    }
+
+    // The same cut dump through the manual restore it replaces (`gunzip | psql -1` with
+    // ON_ERROR_STOP) "succeeds" and commits a half database: the check above can fail.
+    let witness = pg().create_database("witness").unwrap();
+    let witness_before = pg().dump_for_comparison(&witness).unwrap();
+    pg().run_script(&witness, cut_sql)
+        .expect("psql -1 accepts a cut dump");
+    assert_ne!(pg().dump_for_comparison(&witness).unwrap(), witness_before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unusable_targets_are_one_clear_line() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-target").await;
+    let db = sample_db("restore_target");
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    let before = pg().dump_for_comparison(&db).unwrap();
+    let wrong_password = pg().url(&db).replace(pg().password(), "not-the-password");
+    let port = litemaas_testkit::free_port().unwrap();
+    for (url, what) in [
+        (wrong_password, "password authentication failed"),
+        (
+            format!("postgres://postgres:x@127.0.0.1:{port}/{db}"),
+            "Connection refused",
+        ),
+    ] {
+        let out = restore_cmd(home.path(), &db)
+            .env("LITEMAAS_DATABASE_URL", &url)
+            .args(["--bucket", store.bucket(), "--key", &key, "--yes"])
+            .output()
+            .unwrap();
+        assert_one_clear_line(&out, &[what, "nothing was changed"]);
+        assert!(!stderr(&out).contains("not-the-password"));
+    }
+    // Without --yes and without a terminal: refused before anything.
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--key", &key])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, &["without --yes", "nothing was changed"]);
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_skips_newer_empty_dumps_and_other_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-latest").await;
+    let db = sample_db("restore_latest");
+    let original = pg().dump_for_comparison(&db).unwrap();
+    take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    // Newer: an empty dump (a failed run of the original tool) and a key not named like a dump.
+    store
+        .put(
+            "litemaas-backups/database-20270101-000000.sql.gz",
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            "litemaas-backups/database-latest.sql.gz",
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    change(&db);
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--latest", "--yes", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["chosen"]["key"],
+        "litemaas-backups/database-20260101-000000.sql.gz"
+    );
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
+}
+
+/// Databases whose name starts with `prefix` (tests run at once: each uses its own names).
+fn scratch_databases(prefix: &str) -> Vec<String> {
+    pg().psql(
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'"),
+    )
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_passes_on_a_good_backup_fails_on_a_bad_one_and_leaves_no_scratch_database() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-verify").await;
+    let db = sample_db("restore_verify");
+    take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    let before = pg().dump_for_comparison(&db).unwrap();
+
+    let out = restore_cmd(home.path(), &db)
+        .args(["verify", "--bucket", store.bucket(), "--json"])
+        .args(["--scratch", "scratch_verify_good"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["scratch_dropped"], true);
+    let tables = report["tables"].as_array().unwrap();
+    let users = tables
+        .iter()
+        .find(|t| t["table"] == "public.users")
+        .unwrap();
+    assert_eq!(
+        (users["rows"].as_i64(), users["expected"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(tables.iter().all(|t| t["ok"] == true), "{report}");
+
+    // A newer dump cut inside COPY: verify --latest tries it and fails.
+    let sql = plain_dump(&db);
+    let text = String::from_utf8_lossy(&sql);
+    let cut = text.find("COPY public.spend_logs_2025").unwrap() + 500;
+    store
+        .put(
+            "litemaas-backups/database-20260201-000000.sql.gz",
+            Bytes::from(gzip(&sql[..cut])),
+        )
+        .await
+        .unwrap();
+    let out = restore_cmd(home.path(), &db)
+        .args(["verify", "--bucket", store.bucket()])
+        .args(["--scratch", "scratch_verify_bad"])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, &["verify FAILED", "ends inside the COPY data"]);
+    assert!(scratch_databases("scratch_verify").is_empty());
+    assert_eq!(
+        pg().dump_for_comparison(&db).unwrap(),
+        before,
+        "the source is never touched"
+    );
+}
+
+/// SIGTERM in the middle of a restore: the live database is unchanged; in verify, the scratch
+/// database is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-signal").await;
+    let db = sample_db("restore_signal");
+    pg().psql(
+        &db,
+        "CREATE TABLE big AS SELECT g, md5(g::text) || repeat('x', 200) AS payload FROM generate_series(1, 200000) g",
+    )
+    .unwrap();
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let before = pg().dump_for_comparison(&db).unwrap();
+
+    for verify in [false, true] {
+        let mut cmd = restore_cmd(home.path(), &db);
+        if verify {
+            cmd.args(["verify", "--scratch", "scratch_signal"]);
+        }
+        cmd.args(["--bucket", store.bucket(), "--key", &key]);
+        if !verify {
+            cmd.arg("--yes");
+        }
+        let child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        // Wait until the load is under way (its COPY is running), then SIGTERM.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let copying = pg()
+                .psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'",
+                )
+                .unwrap();
+            if copying.trim() != "0" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restore never started its COPY"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signalling our own child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "verify={verify}: {}", stderr(&out));
+        assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+        assert_eq!(
+            pg().dump_for_comparison(&db).unwrap(),
+            before,
+            "verify={verify}"
+        );
+        assert!(scratch_databases("scratch_signal").is_empty());
+    }
+}
