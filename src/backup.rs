@@ -26,6 +26,8 @@ pub struct BackupOptions {
     pub upload: UploadOptions,
     /// The run's time stamp, which names the object (passed in, never read inside).
     pub now: jiff::Timestamp,
+    /// Set to the bytes of SQL dumped so far, as the dump streams: for a progress display.
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl BackupOptions {
@@ -37,6 +39,7 @@ impl BackupOptions {
             compress: CompressOptions::default(),
             upload: UploadOptions::default(),
             now,
+            progress: None,
         }
     }
 }
@@ -185,7 +188,7 @@ pub async fn run(
     let outcome = tokio::select! {
         biased;
         () = cancel.cancelled() => None,
-        outcome = stream_into(&mut encoded, dump.completion, &mut writer) => Some(outcome),
+        outcome = stream_into(&mut encoded, dump.completion, &mut writer, options.progress.as_deref()) => Some(outcome),
     };
     let (info, summary) = match outcome {
         None => {
@@ -278,10 +281,16 @@ async fn stream_into(
     encoded: &mut Encoded,
     completion: futures::future::BoxFuture<'static, litemaas_dump::Result<litemaas_dump::DumpInfo>>,
     writer: &mut UploadWriter,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<(litemaas_dump::DumpInfo, EncodeSummary), Failure> {
     while let Some(next) = encoded.next().await {
         match next {
-            Ok(chunk) => writer.write(chunk).await.map_err(Failure::Upload)?,
+            Ok(chunk) => {
+                writer.write(chunk).await.map_err(Failure::Upload)?;
+                if let Some(progress) = progress {
+                    progress.store(encoded.raw_bytes(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             // The read failed; the dump's own verdict (exit status, stderr) says more.
             Err(e) => {
                 return Err(Failure::Dump(match completion.await {

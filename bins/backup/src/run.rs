@@ -25,9 +25,12 @@ pub async fn backup_then_prune(args: Args) -> Result<()> {
     let source = dump_source(&args)?;
     let store = args.store.open().await?;
     let cancel = litemaas_cli::cancel_on_signal();
-    let report = backup::run(&source, store.as_ref(), &options(&args, now), &cancel)
-        .await
-        .context("retention skipped, nothing was deleted")?;
+    let progress = litemaas_cli::progress::Progress::bytes("dumping", None);
+    let mut options = options(&args, now);
+    options.progress = Some(progress.counter());
+    let result = backup::run(&source, store.as_ref(), &options, &cancel).await;
+    progress.finish();
+    let report = result.context("retention skipped, nothing was deleted")?;
     print_backup(&report);
 
     let retention = if args.no_prune {

@@ -47,9 +47,14 @@ async fn pod(name: &str) -> Pod {
     secret.data = Some(data);
     api.create("", "secrets", NS, serde_json::to_value(&secret).unwrap())
         .unwrap();
-    api.create("", "pods", NS, json!({"metadata": {"name": "litellm-postgres-0", "labels": {"app": "litellm-postgres"}},
-        "spec": {"containers": [{"name": "postgres"}]}, "status": {"phase": "Running"}}))
-        .unwrap();
+    api.create(
+        "",
+        "pods",
+        NS,
+        json!({"metadata": {"name": "litellm-postgres-0", "labels": {"app": "litellm-postgres"}},
+        "spec": {"containers": [{"name": "postgres"}]}, "status": {"phase": "Running"}}),
+    )
+    .unwrap();
     let path = format!(
         "{}:{}",
         pg.bin_dir().display(),
@@ -128,7 +133,10 @@ async fn restores_in_the_pod_with_the_password_only_on_stdin() {
     for exec in &execs {
         let line = format!("{} {}", exec.command.join(" "), exec.request_uri);
         assert!(line.contains("psql"), "{line}");
-        assert!(!line.contains(pg.password()), "password in an exec request: {line}");
+        assert!(
+            !line.contains(pg.password()),
+            "password in an exec request: {line}"
+        );
     }
 }
 
@@ -152,7 +160,10 @@ async fn a_cut_dump_in_the_pod_changes_nothing() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(cut.as_bytes()).unwrap();
     let key = "litemaas-backups/database-20260101-000000.sql.gz";
-    p.store.put(key, Bytes::from(gz.finish().unwrap())).await.unwrap();
+    p.store
+        .put(key, Bytes::from(gz.finish().unwrap()))
+        .await
+        .unwrap();
 
     let out = p.restore(&["--key", key, "--yes"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -169,6 +180,9 @@ async fn a_cut_dump_in_the_pod_changes_nothing() {
     let out = p.restore(&["--key", key, "--yes", "--secret", "no-such-secret"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("Secret litemaas/no-such-secret not found"), "{err}");
+    assert!(
+        err.contains("Secret litemaas/no-such-secret not found"),
+        "{err}"
+    );
     assert_eq!(p.api.exec_log().len(), runs);
 }

@@ -142,9 +142,12 @@ where
     match compression {
         Compression::Gzip { level } => gzip_blocks(reader, level, options),
         Compression::Zstd { level } => {
-            let encoder = ZstdEncoder::with_quality(
+            // With the frame checksum (XXH64 of the content), as the `zstd` command writes it,
+            // so that a restore can verify the stream's end as it does gzip's CRC-32.
+            let encoder = ZstdEncoder::with_quality_and_params(
                 BufReader::with_capacity(CHUNK, reader),
                 async_compression::Level::Precise(level),
+                &[async_compression::zstd::CParameter::checksum_flag(true)],
             );
             ReaderStream::with_capacity(encoder, CHUNK).boxed()
         }

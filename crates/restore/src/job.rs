@@ -177,7 +177,10 @@ pub async fn restore(
         let sha256_verified = options.expected.sha256.is_some();
         let mut checks = vec![match codec {
             Codec::Gzip => "gzip stream complete (CRC-32 and length verified)".to_owned(),
-            Codec::Zstd => "zstd frames complete".to_owned(),
+            Codec::Zstd => {
+                "zstd frames complete (content checksum verified where the frame has one)"
+                    .to_owned()
+            }
             Codec::None => "uncompressed: read to its end".to_owned(),
         }];
         checks.push(if sha256_verified {
