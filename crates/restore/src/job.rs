@@ -296,3 +296,151 @@ impl From<FormatError> for Step {
         Step::Input(e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::MemorySink;
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\nSET lock_timeout = 0;\n\n\
+        DROP TABLE IF EXISTS public.t;\n--\n-- Name: t; Type: TABLE\n--\n\n\
+        CREATE TABLE public.t (x int);\nCOPY public.t (x) FROM stdin;\n1\n2\n\\.\n\n\
+        --\n-- PostgreSQL database dump complete\n--\n\n";
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    async fn run(stored: Vec<u8>, expected: Expected, sink: &MemorySink) -> Result<RestoreReport> {
+        let options = RestoreOptions {
+            expected,
+            progress: None,
+        };
+        restore(
+            Box::pin(std::io::Cursor::new(stored)),
+            sink,
+            &options,
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
+    fn sent(sink: &MemorySink) -> String {
+        String::from_utf8(sink.sessions().concat()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn commit_is_sent_once_and_last_after_a_good_dump() {
+        let sink = MemorySink::new();
+        let report = run(gzip(DUMP.as_bytes()), Expected::default(), &sink)
+            .await
+            .unwrap();
+        assert_eq!(report.tables["public.t"], 2);
+        let text = sent(&sink);
+        assert_eq!(text.matches("COMMIT;").count(), 1);
+        assert!(text.starts_with("BEGIN;\n"));
+        assert!(text.ends_with("COMMIT;\nSELECT 'litemaas-restore: committed';\n"));
+        assert!(!report.sha256_verified);
+    }
+
+    #[tokio::test]
+    async fn no_commit_reaches_psql_after_any_failed_check() {
+        let whole = gzip(DUMP.as_bytes());
+        let cut = DUMP.find("2\n\\.").unwrap();
+        let mut wrong_crc = whole.clone();
+        let n = wrong_crc.len();
+        wrong_crc[n - 8] ^= 0xff; // the CRC-32 in the trailer
+        let cases: Vec<(&str, Vec<u8>, Expected)> = vec![
+            (
+                "cut inside COPY",
+                gzip(&DUMP.as_bytes()[..cut]),
+                Expected::default(),
+            ),
+            (
+                "truncated gzip",
+                whole[..whole.len() - 4].to_vec(),
+                Expected::default(),
+            ),
+            ("bad CRC", wrong_crc, Expected::default()),
+            (
+                "wrong SHA-256",
+                whole.clone(),
+                Expected {
+                    sha256: Some("00".repeat(32)),
+                    ..Expected::default()
+                },
+            ),
+            (
+                "wrong size",
+                whole.clone(),
+                Expected {
+                    stored_bytes: Some(1),
+                    ..Expected::default()
+                },
+            ),
+        ];
+        for (name, stored, expected) in cases {
+            let sink = MemorySink::new();
+            let err = run(stored, expected, &sink).await.unwrap_err();
+            assert!(err.target_unchanged(), "{name}: {err}");
+            assert!(!sent(&sink).contains("COMMIT"), "{name}: COMMIT sent");
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_psql_when_the_input_is_not_a_dump() {
+        for (stored, expected) in [
+            (gzip(b"DROP TABLE users;\n"), Expected::default()),
+            (Vec::new(), Expected::default()),
+            (
+                gzip(DUMP.as_bytes()),
+                Expected {
+                    name: Some("database.sql.zst".into()),
+                    ..Expected::default()
+                },
+            ),
+        ] {
+            let sink = MemorySink::new();
+            assert!(run(stored, expected, &sink).await.is_err());
+            assert!(sink.sessions().is_empty(), "psql was started");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_psql_error_is_reported_as_the_cause() {
+        let sink = MemorySink::failing("relation \"t\" already exists");
+        let err = run(gzip(DUMP.as_bytes()), Expected::default(), &sink)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn a_connection_lost_at_commit_is_an_unknown_outcome() {
+        let ended = |line: &str| Ended {
+            success: false,
+            status: "exit code 2".into(),
+            stderr: vec![line.to_owned()],
+            ..Ended::default()
+        };
+        let lost = ended("psql:<stdin>:40: server closed the connection unexpectedly");
+        assert!(matches!(
+            after_commit_failure("db", &lost, 40),
+            Error::CommitUnknown { .. }
+        ));
+        let early = ended("psql:<stdin>:12: server closed the connection unexpectedly");
+        assert!(matches!(
+            after_commit_failure("db", &early, 40),
+            Error::Psql { .. }
+        ));
+        let sql = ended("psql:<stdin>:12: ERROR:  duplicate key value");
+        assert!(matches!(
+            after_commit_failure("db", &sql, 40),
+            Error::Psql { .. }
+        ));
+    }
+}
