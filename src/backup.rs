@@ -170,7 +170,10 @@ pub async fn run(
         key: key.clone(),
         source,
     };
-    let upload = store.put_multipart(&key).await.map_err(upload_err)?;
+    let upload = store
+        .put_multipart_with(&key, &crate::record::ours())
+        .await
+        .map_err(upload_err)?;
     let mut writer = UploadWriter::new(upload, options.upload.clone());
     let dump = match source.start().await {
         Ok(dump) => dump,
@@ -377,8 +380,12 @@ mod tests {
         async fn put(&self, key: &str, data: Bytes) -> litemaas_s3::Result<()> {
             self.0.put(key, data).await
         }
-        async fn put_multipart(&self, key: &str) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
-            self.0.put_multipart(key).await
+        async fn put_multipart_with(
+            &self,
+            key: &str,
+            metadata: &litemaas_s3::Metadata,
+        ) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_with(key, metadata).await
         }
         async fn get(&self, key: &str) -> litemaas_s3::Result<GetResult> {
             self.0.get(key).await

@@ -1,9 +1,11 @@
 //! Retention applied to the dumps in a store, and cleanup of multipart uploads a crash left.
 //!
 //! Dumps are the objects directly under the prefix named `database-YYYYMMDD-HHMMSS.sql[.gz|.zst]`;
-//! anything else is left alone. A dump is complete when its integrity record exists; objects made
-//! by the original tool have no record, so a non-empty dump without one also counts as complete
-//! (users migrate with buckets full of them), and an empty one as failed.
+//! anything else is left alone. One rule says which dumps count (retention, `--latest` of a
+//! restore): a dump is complete when its integrity record exists. Without one, the object's
+//! metadata decides: a dump that carries this tool's mark ([`record::ours`](crate::record::ours))
+//! is a failed run of ours and never counts; one without the mark was made by the original tool,
+//! which wrote no records (users migrate with buckets full of them): it counts when non-empty.
 
 use litemaas_retention::{Action, Item, Plan, RetentionOptions, State};
 use litemaas_s3::{ObjectMeta, ObjectStore, PendingUpload};
@@ -66,25 +68,47 @@ pub async fn dump_items(
     let dir = dir_of(prefix);
     let objects = store.list(&dir).await?;
     let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-    Ok(objects
-        .iter()
-        .filter_map(|object: &ObjectMeta| {
-            let name = object.key.strip_prefix(&dir)?;
-            if name.contains('/') {
-                return None;
-            }
-            let parsed = parse_dump_name(name)?;
-            let time = parsed.or(listing
-                .last_modified_fallback
-                .then_some(object.last_modified));
-            let state = if keys.contains(record_key(&object.key).as_str()) || object.size > 0 {
-                State::Complete
-            } else {
-                State::Failed
-            };
-            Some(Item::new(object.key.clone(), time, state))
-        })
-        .collect())
+    let mut items = Vec::new();
+    for object in &objects {
+        let Some(name) = object.key.strip_prefix(&dir) else {
+            continue;
+        };
+        if name.contains('/') {
+            continue;
+        }
+        let Some(parsed) = parse_dump_name(name) else {
+            continue;
+        };
+        let time = parsed.or(listing
+            .last_modified_fallback
+            .then_some(object.last_modified));
+        let state = if keys.contains(record_key(&object.key).as_str()) {
+            State::Complete
+        } else {
+            classify_recordless(store, object).await?
+        };
+        items.push(Item::new(object.key.clone(), time, state));
+    }
+    Ok(items)
+}
+
+/// A dump without a record: a failed run of ours (it carries our mark), empty, or a dump of the
+/// original tool.
+async fn classify_recordless(
+    store: &dyn ObjectStore,
+    object: &ObjectMeta,
+) -> litemaas_s3::Result<State> {
+    if object.size == 0 {
+        return Ok(State::Failed);
+    }
+    // Listings carry no metadata: ask for it.
+    match store.head(&object.key).await {
+        Ok(meta) if meta.metadata.contains_key(crate::record::MARK) => Ok(State::Failed),
+        Ok(_) => Ok(State::Complete),
+        // Deleted since the listing: nothing to count.
+        Err(litemaas_s3::Error::NotFound { .. }) => Ok(State::Failed),
+        Err(e) => Err(e),
+    }
 }
 
 /// Why a prune stopped. Deletions done before the failure stay done (and were logged).

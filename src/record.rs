@@ -39,6 +39,16 @@ pub struct IntegrityRecord {
     pub tool: String,
 }
 
+/// The object metadata key that marks a dump as made by this tool (S3 `x-amz-meta-litemaas-backup`).
+pub const MARK: &str = "litemaas-backup";
+
+/// The metadata every dump object of this tool carries from its creation: with it, a dump
+/// without an integrity record is known to be a failed run of ours, not a dump of the original
+/// tool (which has neither).
+pub fn ours() -> litemaas_s3::Metadata {
+    [(MARK.to_owned(), env!("CARGO_PKG_VERSION").to_owned())].into()
+}
+
 /// The key of the dump taken at `at`: `<prefix>/database-YYYYMMDD-HHMMSS.sql<ext>` (UTC).
 pub fn dump_key(prefix: &str, at: jiff::Timestamp, compression: Compression) -> String {
     let prefix = prefix.trim_end_matches('/');

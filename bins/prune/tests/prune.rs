@@ -61,15 +61,31 @@ async fn keys(store: &S3Store) -> Vec<String> {
         .collect()
 }
 
-/// 20 monthly dumps (2024-01 … 2025-08): 0–4 made by the original tool (no record), 17 and 18
-/// failed (empty, no record), the rest ours with records; plus keys that are not dumps.
+/// 20 monthly dumps (2024-01 … 2025-08): 0–4 made by the original tool (no record), 17 a failed
+/// run of ours (whole, but no record: it carries our mark), 18 failed (empty), the rest ours
+/// with records; plus keys that are not dumps.
 async fn seeded_bucket() -> S3Store {
     let server = S3Server::shared();
     let store = S3Store::new(server.client(), server.new_bucket("prune").await.unwrap());
     for i in 0..20 {
         let key = month(i);
         match i {
-            17 | 18 => store.put(&key, Bytes::new()).await.unwrap(),
+            17 => {
+                let upload = store
+                    .put_multipart_with(&key, &litemaas_backup::record::ours())
+                    .await
+                    .unwrap();
+                let mut writer = litemaas_backup::store::UploadWriter::new(
+                    upload,
+                    litemaas_backup::store::UploadOptions::default(),
+                );
+                writer
+                    .write(Bytes::from_static(b"our dump, record lost"))
+                    .await
+                    .unwrap();
+                writer.finish().await.unwrap();
+            }
+            18 => store.put(&key, Bytes::new()).await.unwrap(),
             0..=4 => store
                 .put(&key, Bytes::from_static(b"legacy dump"))
                 .await

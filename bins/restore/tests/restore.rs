@@ -392,12 +392,28 @@ async fn unusable_targets_are_one_clear_line() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn latest_skips_newer_empty_dumps_and_other_keys() {
+async fn latest_skips_newer_failed_and_empty_dumps_and_other_keys() {
     let home = tempfile::tempdir().unwrap();
     let store = bucket("restore-latest").await;
     let db = sample_db("restore_latest");
     let original = pg().dump_for_comparison(&db).unwrap();
     take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    // Newer: a dump of ours whose record is missing (a failed run): it carries our mark, so
+    // it is not mistaken for a record-less dump of the original tool.
+    change(&db);
+    let failed = take_backup(&db, &store, Compression::default(), 1_767_312_000).await;
+    store
+        .delete(&litemaas_backup::record::record_key(&failed))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .head(&failed)
+            .await
+            .unwrap()
+            .metadata
+            .contains_key("litemaas-backup")
+    );
     // Newer: an empty dump (a failed run of the original tool) and a key not named like a dump.
     store
         .put(
@@ -413,7 +429,6 @@ async fn latest_skips_newer_empty_dumps_and_other_keys() {
         )
         .await
         .unwrap();
-    change(&db);
     let out = restore_cmd(home.path(), &db)
         .args(["--bucket", store.bucket(), "--latest", "--yes", "--json"])
         .output()

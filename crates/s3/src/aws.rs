@@ -16,8 +16,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use bytes::Bytes;
 
 use crate::{
-    Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
-    validate_key,
+    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result,
+    UploadPart, validate_key,
 };
 
 /// How to reach a bucket. Credentials are never part of it: they come from the standard AWS
@@ -355,6 +355,15 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     found
 }
 
+fn metadata_of(map: Option<&std::collections::HashMap<String, String>>) -> Metadata {
+    map.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn timestamp(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> jiff::Timestamp {
     dt.and_then(|d| {
         jiff::Timestamp::new(d.secs(), i32::try_from(d.subsec_nanos()).unwrap_or(0)).ok()
@@ -392,13 +401,23 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_with(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Box<dyn MultipartUpload>> {
         validate_key(key)?;
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .set_metadata((!metadata.is_empty()).then(|| {
+                metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }))
             .set_checksum_algorithm(self.checksum())
             .send()
             .await
@@ -436,6 +455,7 @@ impl ObjectStore for S3Store {
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0),
             last_modified: timestamp(out.last_modified()),
+            metadata: metadata_of(out.metadata()),
         };
         let (store, k) = (self.describe(), key.to_owned());
         let stream = futures::stream::unfold(Some(out.body), move |body| {
@@ -479,6 +499,7 @@ impl ObjectStore for S3Store {
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0),
             last_modified: timestamp(out.last_modified()),
+            metadata: metadata_of(out.metadata()),
         })
     }
 
@@ -505,6 +526,7 @@ impl ObjectStore for S3Store {
                         .and_then(|n| u64::try_from(n).ok())
                         .unwrap_or(0),
                     last_modified: timestamp(object.last_modified()),
+                    metadata: Metadata::new(),
                 });
             }
             match (page.is_truncated(), page.next_continuation_token()) {

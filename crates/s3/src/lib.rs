@@ -54,6 +54,9 @@ pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use upload::{MAX_PARTS, MIN_PART_SIZE, UploadOptions, UploadSummary, UploadWriter};
 
+/// User metadata of an object (S3 `x-amz-meta-*`): lower-case keys, short text values.
+pub type Metadata = std::collections::BTreeMap<String, String>;
+
 /// What a store knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectMeta {
@@ -63,6 +66,11 @@ pub struct ObjectMeta {
     pub size: u64,
     /// When the object was last written, as the store reports it.
     pub last_modified: jiff::Timestamp,
+    /// The user metadata set when the object was created. Filled by
+    /// [`head`](ObjectStore::head) and [`get`](ObjectStore::get) only: listings do not carry it
+    /// (S3's ListObjectsV2 does not return it).
+    #[serde(skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
 }
 
 /// A multipart upload that was started and neither completed nor aborted (a crash leaves these).
@@ -121,8 +129,18 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Stores a small object in one request.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
 
-    /// Starts a multipart upload to `key`. Nothing is visible at `key` until it completes.
-    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>>;
+    /// Starts a multipart upload to `key` whose object will carry `metadata`. Nothing is
+    /// visible at `key` until it completes, and then with its metadata.
+    async fn put_multipart_with(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Box<dyn MultipartUpload>>;
+
+    /// Starts a multipart upload to `key`, without metadata.
+    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>> {
+        self.put_multipart_with(key, &Metadata::new()).await
+    }
 
     /// Reads an object as a stream.
     async fn get(&self, key: &str) -> Result<GetResult>;

@@ -1,6 +1,8 @@
 //! A store in a local directory, written crash-safely: data goes to a temporary file under
 //! `<root>/.uploads/`, is `fsync`ed, then renamed into place (and the directory `fsync`ed), so a
-//! key holds either nothing or a complete object, whatever happens to the machine.
+//! key holds either nothing or a complete object, whatever happens to the machine. An object's
+//! user metadata lives beside it in `<root>/.metadata/<key>.json`, written before the object is
+//! renamed into place.
 
 use std::fs::File;
 use std::io::Write;
@@ -15,11 +17,12 @@ use futures::TryStreamExt;
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
-    validate_key,
+    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result,
+    UploadPart, validate_key,
 };
 
 const UPLOADS: &str = ".uploads";
+const METADATA: &str = ".metadata";
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A store in a directory: key `a/b.sql.gz` is the file `<root>/a/b.sql.gz`.
@@ -41,10 +44,10 @@ impl LocalStore {
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         validate_key(key)?;
-        if key.split('/').next() == Some(UPLOADS) {
+        if matches!(key.split('/').next(), Some(UPLOADS | METADATA)) {
             return Err(Error::InvalidKey {
                 key: key.to_owned(),
-                reason: "reserved for uploads in progress",
+                reason: "reserved for uploads in progress and metadata",
             });
         }
         Ok(self.root.join(key))
@@ -70,10 +73,57 @@ impl LocalStore {
         Ok((data, id, Arc::new(file)))
     }
 
-    /// Makes a finished temporary file visible at `key`: fsync, rename, fsync the directory.
-    fn commit(&self, temp: &Path, file: &File, id: &str, key: &str) -> Result<()> {
+    fn metadata_path(&self, key: &str) -> PathBuf {
+        self.root.join(METADATA).join(format!("{key}.json"))
+    }
+
+    /// Writes (or, for empty metadata, removes) the metadata of `key`, crash-safely.
+    fn write_metadata(&self, id: &str, key: &str, metadata: &Metadata) -> Result<()> {
+        let path = self.metadata_path(key);
+        if metadata.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("remove", &path, e))
+                }
+                _ => Ok(()),
+            };
+        }
+        let json = serde_json::to_vec(metadata)
+            .map_err(|e| Error::Internal(format!("serialising metadata: {e}")))?;
+        let temp = self.uploads_dir().join(format!("{id}.meta"));
+        let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+        file.write_all(&json)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &temp, e))?;
+        let parent = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        std::fs::rename(&temp, &path).map_err(|e| Error::io("rename into place", &path, e))?;
+        fsync_dir(parent)
+    }
+
+    fn read_metadata(&self, key: &str) -> Result<Metadata> {
+        let path = self.metadata_path(key);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::io("read", &path, std::io::Error::other(e))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Metadata::new()),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    /// Makes a finished temporary file visible at `key` with its metadata: fsync, metadata,
+    /// rename, fsync the directory.
+    fn commit(
+        &self,
+        temp: &Path,
+        file: &File,
+        id: &str,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<()> {
         let target = self.path_of(key)?;
         file.sync_all().map_err(|e| Error::io("fsync", temp, e))?;
+        self.write_metadata(id, key, metadata)?;
         let parent = target.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
         std::fs::rename(temp, &target).map_err(|e| Error::io("rename into place", &target, e))?;
@@ -86,7 +136,11 @@ impl LocalStore {
 
     fn discard(&self, id: &str) -> Result<()> {
         let dir = self.uploads_dir();
-        for path in [dir.join(id), dir.join(format!("{id}.key"))] {
+        for path in [
+            dir.join(id),
+            dir.join(format!("{id}.key")),
+            dir.join(format!("{id}.meta")),
+        ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -123,6 +177,7 @@ impl LocalStore {
             key,
             size: md.len(),
             last_modified,
+            metadata: Metadata::new(),
         })
     }
 
@@ -141,7 +196,7 @@ impl LocalStore {
             let Some(key) = rel.to_str().map(str::to_owned) else {
                 continue;
             };
-            if key == UPLOADS {
+            if key == UPLOADS || key == METADATA {
                 continue;
             }
             let kind = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
@@ -216,7 +271,7 @@ impl ObjectStore for LocalStore {
             let result = (&*file)
                 .write_all(&data)
                 .map_err(|e| Error::io("write", &temp, e))
-                .and_then(|()| this.commit(&temp, &file, &id, &key));
+                .and_then(|()| this.commit(&temp, &file, &id, &key, &Metadata::new()));
             if result.is_err() {
                 let _ = this.discard(&id);
             }
@@ -225,7 +280,11 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_with(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Box<dyn MultipartUpload>> {
         self.path_of(key)?;
         let this = self.clone();
         let owned = key.to_owned();
@@ -237,6 +296,7 @@ impl ObjectStore for LocalStore {
             id,
             file,
             offset: 0,
+            metadata: metadata.clone(),
         }))
     }
 
@@ -264,7 +324,12 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         let this = self.clone();
         let key = key.to_owned();
-        blocking(move || this.meta_of(key, &path)).await
+        blocking(move || {
+            let mut meta = this.meta_of(key.clone(), &path)?;
+            meta.metadata = this.read_metadata(&key)?;
+            Ok(meta)
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -281,10 +346,19 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
-        blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("."))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &path, e)),
+        let metadata = self.metadata_path(key);
+        blocking(move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new(".")))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &path, e)),
+            }
+            match std::fs::remove_file(&metadata) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("remove", &metadata, e))
+                }
+                _ => Ok(()),
+            }
         })
         .await
     }
@@ -353,6 +427,7 @@ struct LocalUpload {
     id: String,
     file: Arc<File>,
     offset: u64,
+    metadata: Metadata,
 }
 
 #[async_trait]
@@ -371,14 +446,15 @@ impl MultipartUpload for LocalUpload {
     }
 
     async fn complete(&mut self) -> Result<()> {
-        let (store, temp, file, id, key) = (
+        let (store, temp, file, id, key, metadata) = (
             self.store.clone(),
             self.temp.clone(),
             self.file.clone(),
             self.id.clone(),
             self.key.clone(),
+            self.metadata.clone(),
         );
-        blocking(move || store.commit(&temp, &file, &id, &key)).await
+        blocking(move || store.commit(&temp, &file, &id, &key, &metadata)).await
     }
 
     async fn abort(&mut self) -> Result<()> {

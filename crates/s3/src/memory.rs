@@ -8,15 +8,15 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    Error, GetResult, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result, UploadPart,
-    validate_key,
+    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result,
+    UploadPart, validate_key,
 };
 
 #[derive(Debug, Default)]
 struct State {
-    objects: BTreeMap<String, (Bytes, jiff::Timestamp)>,
-    /// upload id → (key, initiated, parts by number)
-    uploads: BTreeMap<String, (String, jiff::Timestamp, BTreeMap<u32, Bytes>)>,
+    objects: BTreeMap<String, (Bytes, jiff::Timestamp, Metadata)>,
+    /// upload id → (key, initiated, parts by number, metadata)
+    uploads: BTreeMap<String, (String, jiff::Timestamp, BTreeMap<u32, Bytes>, Metadata)>,
 }
 
 /// A store that keeps objects in memory. Cloning shares the same objects.
@@ -68,18 +68,28 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         validate_key(key)?;
-        self.lock()
-            .objects
-            .insert(key.to_owned(), (data, jiff::Timestamp::now()));
+        self.lock().objects.insert(
+            key.to_owned(),
+            (data, jiff::Timestamp::now(), Metadata::new()),
+        );
         Ok(())
     }
 
-    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_with(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Box<dyn MultipartUpload>> {
         validate_key(key)?;
         let id = format!("mem-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         self.lock().uploads.insert(
             id.clone(),
-            (key.to_owned(), jiff::Timestamp::now(), BTreeMap::new()),
+            (
+                key.to_owned(),
+                jiff::Timestamp::now(),
+                BTreeMap::new(),
+                metadata.clone(),
+            ),
         );
         Ok(Box::new(MemoryUpload {
             store: self.clone(),
@@ -89,7 +99,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<GetResult> {
-        let (data, modified) = self
+        let (data, modified, metadata) = self
             .lock()
             .objects
             .get(key)
@@ -99,6 +109,7 @@ impl ObjectStore for MemoryStore {
             key: key.to_owned(),
             size: data.len() as u64,
             last_modified: modified,
+            metadata,
         };
         Ok(GetResult {
             meta,
@@ -108,11 +119,13 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let state = self.lock();
-        let (data, modified) = state.objects.get(key).ok_or_else(|| self.not_found(key))?;
+        let (data, modified, metadata) =
+            state.objects.get(key).ok_or_else(|| self.not_found(key))?;
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: data.len() as u64,
             last_modified: *modified,
+            metadata: metadata.clone(),
         })
     }
 
@@ -122,10 +135,11 @@ impl ObjectStore for MemoryStore {
             .objects
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (data, modified))| ObjectMeta {
+            .map(|(k, (data, modified, _))| ObjectMeta {
                 key: k.clone(),
                 size: data.len() as u64,
                 last_modified: *modified,
+                metadata: Metadata::new(),
             })
             .collect())
     }
@@ -140,8 +154,8 @@ impl ObjectStore for MemoryStore {
         let mut pending: Vec<_> = state
             .uploads
             .iter()
-            .filter(|(_, (key, _, _))| key.starts_with(prefix))
-            .map(|(id, (key, initiated, _))| PendingUpload {
+            .filter(|(_, (key, _, _, _))| key.starts_with(prefix))
+            .map(|(id, (key, initiated, _, _))| PendingUpload {
                 key: key.clone(),
                 upload_id: id.clone(),
                 initiated: *initiated,
@@ -187,7 +201,7 @@ impl MultipartUpload for MemoryUpload {
 
     async fn complete(&mut self) -> Result<()> {
         let mut state = self.store.lock();
-        let (key, _, parts) = state
+        let (key, _, parts, metadata) = state
             .uploads
             .remove(&self.id)
             .ok_or_else(|| self.store.not_found(&format!("upload {}", self.id)))?;
@@ -197,7 +211,7 @@ impl MultipartUpload for MemoryUpload {
         }
         state
             .objects
-            .insert(key, (all.freeze(), jiff::Timestamp::now()));
+            .insert(key, (all.freeze(), jiff::Timestamp::now(), metadata));
         Ok(())
     }
 

@@ -150,7 +150,57 @@ async fn pending_uploads_can_be_aborted_later(store: Arc<dyn ObjectStore>) {
     assert!(store.list("crash/").await.unwrap().is_empty());
 }
 
+async fn metadata_set_at_creation_is_read_back(store: Arc<dyn ObjectStore>) {
+    let metadata: litemaas_s3::Metadata =
+        [("litemaas-backup".to_owned(), "0.1.0".to_owned())].into();
+    let upload = store
+        .put_multipart_with("meta/marked.bin", &metadata)
+        .await
+        .unwrap();
+    let mut writer = UploadWriter::new(upload, UploadOptions::default());
+    writer.write(pattern(1000, 3)).await.unwrap();
+    writer.finish().await.unwrap();
+    store
+        .put("meta/plain.bin", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let head = store.head("meta/marked.bin").await.unwrap();
+    assert_eq!(head.metadata, metadata);
+    assert_eq!(
+        store.get("meta/marked.bin").await.unwrap().meta.metadata,
+        metadata
+    );
+    assert!(
+        store
+            .head("meta/plain.bin")
+            .await
+            .unwrap()
+            .metadata
+            .is_empty()
+    );
+    // Listings hold keys only (S3's do not carry metadata), and a delete takes the metadata too.
+    let listed = store.list("meta/").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+        ["meta/marked.bin", "meta/plain.bin"]
+    );
+    store.delete("meta/marked.bin").await.unwrap();
+    store
+        .put("meta/marked.bin", Bytes::from_static(b"y"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .head("meta/marked.bin")
+            .await
+            .unwrap()
+            .metadata
+            .is_empty()
+    );
+}
+
 async fn suite(store: Arc<dyn ObjectStore>) {
+    metadata_set_at_creation_is_read_back(store.clone()).await;
     put_get_head_list_delete(store.clone()).await;
     multipart_round_trip(store.clone()).await;
     aborted_upload_leaves_nothing(store.clone()).await;
