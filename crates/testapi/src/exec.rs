@@ -2,9 +2,14 @@
 //! (`v4.channel.k8s.io` and `v5.channel.k8s.io`): channel 0 stdin, 1 stdout, 2 stderr, 3 the
 //! `Status` with the exit code, and in v5 channel 255 to close stdin. The command runs on this
 //! host with the environment registered for the pod, so a "pod" can really run `pg_dump`.
+//!
+//! When the client goes away (Close frame, broken socket) the command is not killed, as a
+//! kubelet does not kill it: its stdin is closed, its output pipes are closed at its next write,
+//! and it runs until it exits by itself. The server kills what still runs when it shuts down.
 
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -13,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{authorize, parse_target, query_pairs};
 use crate::store::Key;
@@ -44,17 +50,21 @@ pub(crate) async fn handle(
                 "exec needs a WebSocket upgrade (SPDY is not served)",
             )
             .into_response(),
-            Some(ws) => ws
-                .protocols(PROTOCOLS)
-                .on_upgrade(move |socket| async move {
-                    let env = shared.exec_env(&namespace, &pod);
-                    shared
-                        .exec_log
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(record.clone());
-                    run(socket, record, env).await;
-                }),
+            Some(ws) => {
+                // Counted from now, so that a client that gets its upgrade and leaves at once
+                // cannot make `wait_exec_idle` return before the command has even started.
+                let running = Running::new(shared.clone());
+                ws.protocols(PROTOCOLS)
+                    .on_upgrade(move |socket| async move {
+                        let env = shared.exec_env(&namespace, &pod);
+                        shared
+                            .exec_log
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(record.clone());
+                        run(socket, record, env, running).await;
+                    })
+            }
         },
     }
 }
@@ -105,18 +115,63 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
-async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) {
+/// One exec'd command, from the request until its process is reaped: counted in
+/// `Shared::exec_running` for [`TestApiServer::wait_exec_idle`](crate::TestApiServer::wait_exec_idle).
+pub(crate) struct Running(Arc<Shared>);
+
+impl Running {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.exec_running.send_modify(|n| *n += 1);
+        Self(shared)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .exec_running
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// How the client side of an exec ended.
+enum End {
+    /// The command exited (or was killed at shutdown) while the client was there.
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// The client closed the socket, or it broke, while the command ran.
+    ClientGone,
+}
+
+async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>, running: Running) {
+    let shared = running.0.clone();
     let v5 = socket.protocol().and_then(|p| p.to_str().ok()) == Some("v5.channel.k8s.io");
     let (mut sink, mut incoming) = socket.split();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
+    // Cancelled when the client has gone: the writer then stops forwarding output at once (the
+    // output pumps see their channel closed) and only tries to finish the close handshake.
+    let gone = CancellationToken::new();
+    let writer = tokio::spawn({
+        let gone = gone.clone();
+        async move {
+            let forward = async {
+                while let Some(message) = rx.recv().await {
+                    let closing = matches!(message, Message::Close(_));
+                    if sink.send(message).await.is_err() || closing {
+                        break;
+                    }
+                }
+            };
+            let forwarded = tokio::select! {
+                () = forward => true,
+                () = gone.cancelled() => false,
+            };
+            drop(rx);
+            if forwarded {
+                let _ = sink.flush().await;
+            } else {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
             }
         }
-        let _ = sink.flush().await;
     });
 
     let mut cmd = tokio::process::Command::new(&record.command[0]);
@@ -129,6 +184,7 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) 
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Only if this task is dropped (the runtime shuts down) while the command runs.
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
@@ -137,11 +193,16 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) 
                 "message": format!("failed to exec in container: exec: \"{}\": {e}", record.command[0])});
             let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
             let _ = tx.send(close()).await;
+            drop(tx);
             let _ = writer.await;
             return;
         }
     };
 
+    // Output → client. Once the client has gone the channel is closed, so a pump stops at the
+    // next chunk the command writes and drops its end of the pipe: the command's next write
+    // gets EPIPE (or SIGPIPE), as when a container runtime's copy to a dead stream fails. It
+    // never blocks on a full pipe.
     let pump = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, channel: u8| {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -157,11 +218,16 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) 
     let stdout = pump(child.stdout.take().map(|r| Box::new(r) as _), 1);
     let stderr = pump(child.stderr.take().map(|r| Box::new(r) as _), 2);
 
-    // Client → stdin, until it closes stdin (v5), the socket closes, or the process ends.
+    // Client → stdin, until it closes stdin (v5), the client goes away, or the process ends.
     let mut stdin = child.stdin.take();
-    let status = loop {
+    let end = loop {
         tokio::select! {
-            status = child.wait() => break status,
+            status = child.wait() => break End::Exited(status),
+            () = shared.shutdown.cancelled() => {
+                // The server (the "cluster") is going away: nothing survives it.
+                let _ = child.start_kill();
+                break End::Exited(child.wait().await);
+            }
             message = incoming.next() => match message {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() => match data[0] {
                     0 => {
@@ -174,20 +240,49 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) 
                     255 if v5 && data.get(1) == Some(&0) => stdin = None, // close stdin
                     _ => {}
                 },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    // The client went away: stop the command, as the kubelet would.
-                    let _ = child.start_kill();
-                    break child.wait().await;
-                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::ClientGone,
                 Some(Ok(_)) => {}
             }
         }
     };
     drop(stdin);
-    let _ = stdout.await;
-    let _ = stderr.await;
 
-    let status = match status {
+    match end {
+        End::Exited(status) => {
+            let _ = stdout.await;
+            let _ = stderr.await;
+            let _ = tx
+                .send(frame(3, status_json(&status).to_string().as_bytes()))
+                .await;
+            let _ = tx.send(close()).await;
+            drop(tx);
+            let _ = writer.await;
+        }
+        End::ClientGone => {
+            // A kubelet does not stop the command when the stream ends: the command sees EOF
+            // on stdin, its output goes nowhere, and it runs until it exits by itself. (A
+            // `psql --single-transaction` fed through the stream therefore commits what it got.)
+            drop(incoming);
+            drop(tx);
+            gone.cancel();
+            tokio::select! {
+                _ = child.wait() => {}
+                () = shared.shutdown.cancelled() => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            // Whatever still holds the pipes (a background grandchild) gets EPIPE from now on.
+            stdout.abort();
+            stderr.abort();
+            let _ = writer.await;
+        }
+    }
+    drop(running);
+}
+
+fn status_json(status: &std::io::Result<std::process::ExitStatus>) -> serde_json::Value {
+    match status {
         Ok(s) if s.success() => json!({"metadata": {}, "status": "Success"}),
         Ok(s) => {
             let code = s.code().map_or_else(|| "137".to_owned(), |c| c.to_string());
@@ -198,11 +293,7 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>) 
         Err(e) => {
             json!({"metadata": {}, "status": "Failure", "reason": "InternalError", "message": e.to_string()})
         }
-    };
-    let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
-    let _ = tx.send(close()).await;
-    drop(tx);
-    let _ = writer.await;
+    }
 }
 
 fn close() -> Message {

@@ -16,7 +16,10 @@
 //!   claims, PVC binding (restored claims bind when their snapshot is ready).
 //! - `pods/<name>/exec` over WebSocket (v4 and v5 channel protocols) running the command on this
 //!   host with an environment registered per pod ([`TestApiServer::set_exec_env`]); every
-//!   request is recorded ([`TestApiServer::exec_log`]).
+//!   request is recorded ([`TestApiServer::exec_log`]). As with a real kubelet, a client that
+//!   goes away does not stop the command: its stdin is closed, its output goes nowhere, and it
+//!   runs until it exits ([`TestApiServer::wait_exec_idle`]); the server kills what is still
+//!   running when it is dropped.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -89,6 +92,8 @@ pub(crate) struct Shared {
     pub controllers: RwLock<ControllerConfig>,
     pub exec_env: Mutex<ExecEnv>,
     pub exec_log: Mutex<Vec<ExecRecord>>,
+    /// How many exec'd commands have not been reaped yet (counted by `exec::Running`).
+    pub exec_running: tokio::sync::watch::Sender<usize>,
     pub shutdown: CancellationToken,
 }
 
@@ -133,6 +138,7 @@ impl TestApiServer {
             controllers: RwLock::new(config),
             exec_env: Mutex::default(),
             exec_log: Mutex::default(),
+            exec_running: tokio::sync::watch::Sender::new(0),
             shutdown: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -255,6 +261,23 @@ impl TestApiServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// How many exec'd commands are still running (or about to start): a command keeps running
+    /// after its client goes away, as it would in a container.
+    pub fn exec_running(&self) -> usize {
+        *self.shared.exec_running.borrow()
+    }
+
+    /// Waits until every exec'd command has exited and been reaped, e.g. before a test inspects
+    /// what a command left behind after its client went away. Returns whether that happened
+    /// within `timeout`.
+    pub async fn wait_exec_idle(&self, timeout: std::time::Duration) -> bool {
+        let mut running = self.shared.exec_running.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, running.wait_for(|n| *n == 0)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Creates an object directly (as the administrator), e.g. fixtures.
