@@ -1,4 +1,5 @@
-//! One backup at a time per namespace, even from two hosts: a `coordination.k8s.io` Lease.
+//! One backup or restore at a time per namespace, even from two hosts: a `coordination.k8s.io`
+//! Lease that `litemaas-backup --namespace` and `litemaas-restore --namespace` both take.
 //!
 //! The holder renews the lease while it works; a lease whose holder stopped renewing (a crashed
 //! run) expires after its duration and can be taken over.
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 pub enum LockError {
     /// Another run holds it.
     #[error(
-        "a backup is already running in namespace {namespace}: Lease {name} is held by {holder} (renewed {renewed})"
+        "a backup or restore is already running in namespace {namespace}: Lease {name} is held by {holder} (renewed {renewed})"
     )]
     Held {
         /// Namespace.

@@ -490,7 +490,7 @@ async fn two_runs_at_once_one_proceeds_the_other_says_a_backup_is_running() {
     assert!(!second.status.success());
     let err = stderr(&second);
     assert!(
-        err.contains("a backup is already running in namespace litemaas"),
+        err.contains("a backup or restore is already running in namespace litemaas"),
         "{err}"
     );
     let first = first.wait_with_output().await.unwrap();

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use litemaas_backup::catalog::{self, Chosen, Selection};
 use litemaas_backup::dump::PgConnection;
 use litemaas_backup::dump::PodTarget;
+use litemaas_backup::lock;
 use litemaas_backup::restore::{
     self, Expected, LocalPsql, PodPsql, RestoreOptions, RestoreReport, ServerInfo, SqlSink,
 };
@@ -119,6 +120,28 @@ async fn sink(args: &TargetArgs) -> Result<Box<dyn SqlSink>> {
     })
 }
 
+/// In cluster mode, the Lease the backup takes too, so that a backup and a restore of the same
+/// namespace never overlap.
+async fn lease(args: &TargetArgs) -> Result<Option<lock::LeaseGuard>> {
+    let Some(namespace) = &args.namespace else {
+        return Ok(None);
+    };
+    let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
+    let guard = lock::acquire(
+        client,
+        namespace,
+        LEASE,
+        &lock::holder_identity(),
+        std::time::Duration::from_secs(120),
+    )
+    .await
+    .context("not restoring; nothing was changed")?;
+    Ok(Some(guard))
+}
+
+/// The Lease of `litemaas-backup --namespace`.
+const LEASE: &str = "litemaas-backup";
+
 /// Streams the backup into `sink`, with a progress bar on a terminal.
 async fn load(
     backup: Backup,
@@ -145,26 +168,41 @@ struct RestoreJson<'a> {
     report: &'a RestoreReport,
 }
 
-/// A restore over the live database (after confirmation) or into a new one (`--into`).
+/// A restore over the live database (after confirmation) or into a new one (`--into`), holding
+/// the namespace's Lease in cluster mode.
 pub async fn restore(args: RestoreArgs) -> Result<()> {
     let cancel = litemaas_cli::cancel_on_signal();
     let backup = Backup::open(&args.backup, false).await?;
     let server = sink(&args.target).await?;
+    let guard = lease(&args.target).await?;
+    let result = restore_holding(&args, backup, server.as_ref(), &cancel).await;
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
+    result
+}
+
+async fn restore_holding(
+    args: &RestoreArgs,
+    backup: Backup,
+    server: &dyn SqlSink,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let backup_name = backup.name.clone();
     let chosen = backup.chosen.clone();
 
     let report = match &args.into {
         Some(new_db) => {
-            restore::create_database(server.as_ref(), new_db).await?;
+            restore::create_database(server, new_db).await?;
             eprintln!(
                 "created database {new_db} on the server of {}",
                 server.describe()
             );
             let target = server.with_database(new_db);
-            match load(backup, target.as_ref(), &cancel).await {
+            match load(backup, target.as_ref(), cancel).await {
                 Ok(report) => report,
                 Err(e) => {
-                    let dropped = match restore::drop_database(server.as_ref(), new_db).await {
+                    let dropped = match restore::drop_database(server, new_db).await {
                         Ok(()) => format!("the new database {new_db} was dropped"),
                         Err(drop) => format!(
                             "dropping the new database {new_db} failed too ({drop}); drop it by hand"
@@ -178,14 +216,12 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
             }
         }
         None => {
-            let info = restore::server_info(server.as_ref())
-                .await
-                .with_context(|| {
-                    format!("cannot use {}; nothing was changed", server.describe())
-                })?;
-            confirm(&args, server.as_ref(), &info, &backup)?;
+            let info = restore::server_info(server).await.with_context(|| {
+                format!("cannot use {}; nothing was changed", server.describe())
+            })?;
+            confirm(args, server, &info, &backup)?;
             let target = server.describe();
-            load(backup, server.as_ref(), &cancel).await.map_err(|e| {
+            load(backup, server, cancel).await.map_err(|e| {
                 let outcome = if e.target_unchanged() {
                     "the database is unchanged"
                 } else {

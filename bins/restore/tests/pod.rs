@@ -186,3 +186,35 @@ async fn a_cut_dump_in_the_pod_changes_nothing() {
     );
     assert_eq!(p.api.exec_log().len(), runs);
 }
+
+/// A backup (or another restore) holds the namespace's Lease: the restore is refused before
+/// anything runs in the pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_lease_refuses_the_restore() {
+    let pg = PgCluster::shared();
+    let p = pod("restore-pod-lease").await;
+    let key = p.backup().await;
+    change(&p.db);
+    let before = pg.dump_for_comparison(&p.db).unwrap();
+    let now = jiff::Timestamp::now().to_string();
+    p.api
+        .create(
+            "coordination.k8s.io",
+            "leases",
+            NS,
+            json!({"metadata": {"name": "litemaas-backup"}, "spec": {"holderIdentity": "bastion-4242",
+                "leaseDurationSeconds": 120, "acquireTime": now, "renewTime": now}}),
+        )
+        .unwrap();
+    let out = p.restore(&["--key", &key, "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("a backup or restore is already running in namespace litemaas")
+            && err.contains("bastion-4242")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(p.api.exec_log().is_empty(), "nothing ran in the pod");
+    assert_eq!(pg.dump_for_comparison(&p.db).unwrap(), before);
+}
