@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: installs what the tests need (PostgreSQL 15, moto
 # 5.2.5, the aws CLI), starts one S3 test server for the run, and runs every test, doc test,
-# example and benchmark (benchmarks once each, as tests). Exits non-zero if anything fails.
+# example (run for real by scripts/run-examples.sh) and benchmark (benchmarks once each, as tests). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +26,4 @@ echo "test: S3 test server (moto) at $LITEMAAS_TEST_S3_ENDPOINT" >&2
 
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+scripts/run-examples.sh
