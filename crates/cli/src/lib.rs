@@ -114,7 +114,10 @@ pub async fn kube_client(context: Option<&str>) -> anyhow::Result<kube::Client> 
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM, so work in progress is aborted cleanly
-/// rather than abandoned.
+/// rather than abandoned. A second signal exits at once (status 130), skipping the cleanup:
+/// for a person who must stop the tool now. Nothing half-done can count even then: an
+/// unfinished upload is never visible (and `litemaas-prune` aborts it later), and a restore's
+/// psql sees the end of its input and rolls back.
 pub fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
@@ -127,10 +130,16 @@ pub fn cancel_on_signal() -> CancellationToken {
             return;
         };
         tokio::select! {
-            _ = int.recv() => tracing::warn!("SIGINT: cancelling"),
-            _ = term.recv() => tracing::warn!("SIGTERM: cancelling"),
+            _ = int.recv() => tracing::warn!("SIGINT: cancelling (a second signal exits at once)"),
+            _ = term.recv() => tracing::warn!("SIGTERM: cancelling (a second signal exits at once)"),
         }
         cancel.cancel();
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        eprintln!("second signal: exiting at once, without cleaning up");
+        std::process::exit(130);
     });
     token
 }
