@@ -523,7 +523,8 @@ async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
     change(&db);
     let before = pg().dump_for_comparison(&db).unwrap();
 
-    for verify in [false, true] {
+    // Restore, verify, and restore stopped by two signals (exit at once, no cleanup).
+    for (verify, twice) in [(false, false), (true, false), (false, true)] {
         let mut cmd = restore_cmd(home.path(), &db);
         if verify {
             cmd.args(["verify", "--scratch", "scratch_signal"]);
@@ -555,10 +556,19 @@ async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
         #[allow(unsafe_code)]
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
+            if twice {
+                // A different signal, so that the two are not merged into one delivery.
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
         }
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "verify={verify}: {}", stderr(&out));
-        assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+        if twice {
+            assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+            assert!(stderr(&out).contains("second signal"), "{}", stderr(&out));
+        } else {
+            assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+        }
         assert_eq!(
             pg().dump_for_comparison(&db).unwrap(),
             before,
