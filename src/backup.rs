@@ -185,7 +185,9 @@ pub async fn run(
             });
         }
     };
-    let mut encoded = Encoded::new(dump.reader, options.compression, options.compress);
+    // Rows per table, counted on the way for the record (a test restore compares them).
+    let (reader, rows) = litemaas_restore::plain::PlainTap::new(dump.reader);
+    let mut encoded = Encoded::new(Box::pin(reader), options.compression, options.compress);
 
     // Everything up to the dump's verdict can be cancelled; dropping the stream stops pg_dump.
     let outcome = tokio::select! {
@@ -236,6 +238,7 @@ pub async fn run(
         started_at,
         finished_at: jiff::Timestamp::now(),
         tool: concat!("litemaas-backup ", env!("CARGO_PKG_VERSION")).to_owned(),
+        tables: rows.summary().map(|s| s.tables),
     };
     let record_key = record_key(&key);
     let json = serde_json::to_vec_pretty(&record).map_err(|e| BackupError::Record {

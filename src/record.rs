@@ -37,6 +37,11 @@ pub struct IntegrityRecord {
     pub finished_at: jiff::Timestamp,
     /// `litemaas-backup <version>`.
     pub tool: String,
+    /// Rows per table, as the dump's COPY blocks carried them (`schema.table` as pg_dump
+    /// writes it); a test restore compares them. Absent in records of older versions and for
+    /// sources that are not pg_dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The object metadata key that marks a dump as made by this tool (S3 `x-amz-meta-litemaas-backup`).

@@ -459,7 +459,7 @@ async fn verify_passes_on_a_good_backup_fails_on_a_bad_one_and_leaves_no_scratch
     let home = tempfile::tempdir().unwrap();
     let store = bucket("restore-verify").await;
     let db = sample_db("restore_verify");
-    take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    let good = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
     let before = pg().dump_for_comparison(&db).unwrap();
 
     let out = restore_cmd(home.path(), &db)
@@ -481,6 +481,38 @@ async fn verify_passes_on_a_good_backup_fails_on_a_bad_one_and_leaves_no_scratch
         (Some(3), Some(3))
     );
     assert!(tables.iter().all(|t| t["ok"] == true), "{report}");
+
+    // The record's row counts are compared too: a record that counted 4 users fails verify.
+    let record_key = litemaas_backup::record::record_key(&good);
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&store.get_bytes(&record_key).await.unwrap()).unwrap();
+    record["tables"]["public.users"] = 4.into();
+    store
+        .put(
+            &record_key,
+            Bytes::from(serde_json::to_vec(&record).unwrap()),
+        )
+        .await
+        .unwrap();
+    let out = restore_cmd(home.path(), &db)
+        .args(["verify", "--bucket", store.bucket(), "--key", &good])
+        .args(["--scratch", "scratch_verify_counts"])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, &["verify FAILED", "integrity record in public.users"]);
+    store
+        .put(
+            &record_key,
+            Bytes::from(
+                serde_json::to_vec(&{
+                    record["tables"]["public.users"] = 3.into();
+                    record
+                })
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
 
     // A newer dump cut inside COPY: verify --latest tries it and fails.
     let sql = plain_dump(&db);

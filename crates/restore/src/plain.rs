@@ -341,6 +341,80 @@ impl PlainFilter {
     }
 }
 
+/// A reader that passes bytes through unchanged while a [`PlainFilter`] reads them: for
+/// counting the rows of each table while a dump is taken. [`PlainTap::summary`] says what it
+/// learnt once the reader ended (`None` if the bytes were no whole pg_dump dump).
+#[derive(Debug)]
+pub struct PlainTap<R> {
+    inner: R,
+    state: std::sync::Arc<std::sync::Mutex<TapState>>,
+}
+
+#[derive(Debug, Default)]
+struct TapState {
+    filter: Option<PlainFilter>,
+    summary: Option<PlainSummary>,
+}
+
+/// Where a [`PlainTap`]'s result is found.
+#[derive(Debug, Clone)]
+pub struct TapResult(std::sync::Arc<std::sync::Mutex<TapState>>);
+
+impl TapResult {
+    /// What the tap learnt, once its reader ended with a whole dump.
+    pub fn summary(&self) -> Option<PlainSummary> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary
+            .clone()
+    }
+}
+
+impl<R> PlainTap<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> (Self, TapResult) {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(TapState {
+            filter: Some(PlainFilter::new()),
+            summary: None,
+        }));
+        (
+            Self {
+                inner,
+                state: state.clone(),
+            },
+            TapResult(state),
+        )
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PlainTap<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = result {
+            let new = &buf.filled()[before..];
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            if new.is_empty() {
+                if let Some(mut filter) = state.filter.take() {
+                    state.summary = filter.finish(&mut out).ok();
+                }
+            } else if let Some(filter) = state.filter.as_mut()
+                && filter.push(Bytes::copy_from_slice(new), &mut out).is_err()
+            {
+                // Not a pg_dump dump: nothing to count.
+                state.filter = None;
+            }
+        }
+        result
+    }
+}
+
 fn trim_newline(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Whole restore commands side by side, measured in one run on this machine:
+#   limit     psql -f d.sql                                  (the dump already downloaded and decompressed)
+#   original  aws s3 cp d.sql.gz; gunzip d.sql.gz; psql -f d.sql   (the original manual steps, timed together;
+#             like the original instructions: no ON_ERROR_STOP)
+#   ours      litemaas-restore --bucket B --key KEY --yes    (streamed, verified, all or nothing)
+# all restoring the same `pg_dump --clean --if-exists` dump over the same live throwaway PostgreSQL 15
+# database (pgbench tables plus a JSONB-heavy table like LiteLLM's spend logs; no partitioned tables, so
+# plain `psql -f` works) from the same S3 test server (moto). The backup object is made once, before the
+# runs, by `litemaas-backup --bucket` (so it has its integrity record); `original` downloads that same
+# object. Every command replaces the database with the dump's content, so each one starts from the same
+# state; a CHECKPOINT (not timed) precedes each, and row counts are checked (not timed) after each.
+# For each: wall time, CPU time (user+sys of the command and its children; the PostgreSQL backend is not
+# counted, it is the same for all), peak RSS of the largest process; medians of RUNS runs; the ratio is
+# ours / this (wall).
+#
+#   benches/compare-restore.sh                 # ~500 MB database, 3 runs
+#   SIZE_MB=1000 RUNS=1 benches/compare-restore.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+SIZE_MB="${SIZE_MB:-500}"
+RUNS="${RUNS:-3}"
+. scripts/lib/throwaway-pg.sh
+
+scripts/test-deps.sh
+cargo build --release --locked -p litemaas-backup-cli -p litemaas-restore-cli
+LITEMAAS_TEST_HOME="${LITEMAAS_TEST_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/litemaas-backup}"
+VENV="$LITEMAAS_TEST_HOME/venv"
+BACKUP="$repo/target/release/litemaas-backup"
+OURS="$repo/target/release/litemaas-restore"
+
+moto_pid=
+tmp=
+cleanup() {
+  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; fi
+  throwaway_pg_stop
+  if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
+}
+
+# --- a database of about SIZE_MB of plain dump -----------------------------------------------------
+PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=4GB"
+throwaway_pg_start
+trap cleanup EXIT
+tmp="$(mktemp -d -t litemaas-compare-restore.XXXXXX)"
+throwaway_pg_psql -d postgres -c "CREATE DATABASE litemaas"
+half=$((SIZE_MB / 2))
+echo "compare-restore: building a ~${SIZE_MB} MB database" >&2
+PGPASSWORD="$PG_PASSWORD" "$PG_BIN/pgbench" -i -q -s $((half / 10 > 0 ? half / 10 : 1)) \
+  -h 127.0.0.1 -p "$PG_PORT" -U postgres litemaas >/dev/null 2>&1
+throwaway_pg_psql -d litemaas <<SQL
+CREATE TABLE "LiteLLM_SpendLogs" (
+  request_id text PRIMARY KEY, call_type text, api_key text, spend double precision,
+  total_tokens int, prompt_tokens int, completion_tokens int,
+  "startTime" timestamptz, "endTime" timestamptz, model text, metadata jsonb
+);
+INSERT INTO "LiteLLM_SpendLogs"
+SELECT 'chatcmpl-' || md5(g::text), 'acompletion', md5((g % 900)::text) || md5((g % 901)::text),
+       (g % 5500) * 0.0000025, g % 5500, g % 4000, g % 1500,
+       timestamptz '2025-12-01' + g * interval '731 ms', timestamptz '2025-12-01' + g * interval '733 ms',
+       (ARRAY['granite-3-8b-instruct', 'llama-scout-17b', 'mistral-small-24b', 'qwen2.5-coder-32b'])[1 + g % 4],
+       jsonb_build_object('user_api_key_user_id', 'user-' || (g % 500), 'user_api_key_team_id', null,
+         'requester_ip_address', '10.128.' || (g % 256) || '.' || (g * 7 % 256),
+         'model_group', (ARRAY['granite', 'llama', 'mistral', 'qwen'])[1 + g % 4], 'cache_hit', g % 7 = 0,
+         'usage_object', jsonb_build_object('prompt_tokens', g % 4000, 'completion_tokens', g % 1500),
+         'headers', jsonb_build_object('x-request-id', md5((g * 3)::text), 'user-agent', 'litellm/1.' || (g % 80)))
+FROM generate_series(1, ($half * 1024 * 1024 / 560)::int) AS g;
+SQL
+export PGHOST=127.0.0.1 PGPORT="$PG_PORT" PGUSER=postgres PGDATABASE=litemaas PGPASSWORD="$PG_PASSWORD"
+PSQL="$PG_BIN/psql"
+# Row counts of every table, to check (not timed) that each restore left the same database.
+counts() {
+  "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -c "SELECT string_agg(format('%s=%s', t, (xpath('/row/c/text()',
+      query_to_xml(format('SELECT count(*) AS c FROM public.%I', t), false, true, '')))[1]::text), ' ' ORDER BY t)
+    FROM (SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public') s"
+}
+expected_counts="$(counts)"
+echo "compare-restore: tables: $expected_counts" >&2
+
+# --- the S3 test server and the backup to restore ---------------------------------------------------
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto_pid=$!
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ENDPOINT_URL_S3="http://127.0.0.1:$port" AWS_EC2_METADATA_DISABLED=true
+AWS="$VENV/bin/aws"
+for _ in $(seq 1 100); do "$AWS" s3 ls >/dev/null 2>&1 && break; sleep 0.2; done
+bucket=compare-restore
+"$AWS" s3 mb "s3://$bucket" >/dev/null
+
+export LITEMAAS_DATABASE_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/litemaas"
+export LITEMAAS_PSQL="$PSQL"
+echo "compare-restore: making the backup with litemaas-backup" >&2
+"$BACKUP" --bucket "$bucket" --pg-dump "$PG_BIN/pg_dump" --json >"$tmp/backup.json"
+key=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' "$tmp/backup.json")
+gz_bytes=$("$AWS" s3api head-object --bucket "$bucket" --key "$key" --query ContentLength --output text)
+# The limit's input: the same dump, downloaded and decompressed beforehand.
+"$AWS" s3 cp --only-show-errors "s3://$bucket/$key" - | gunzip >"$tmp/limit.sql"
+raw_bytes=$(stat -c %s "$tmp/limit.sql")
+echo "compare-restore: s3://$bucket/$key: $gz_bytes bytes, plain dump $raw_bytes bytes" >&2
+
+# --- the runs ---------------------------------------------------------------------------------------
+results="$tmp/results.tsv"
+measure() { # name, command...
+  local name=$1; shift
+  "$PSQL" -X -q -c CHECKPOINT
+  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time" bash -c "$*"
+  local errors
+  errors=$(grep -cE '(^|: )(ERROR|FATAL): ' "$tmp/$name.err" || true)
+  if [ "$errors" != 0 ]; then
+    echo "compare-restore: $name reported $errors error(s):" >&2
+    head -5 "$tmp/$name.err" >&2
+  fi
+  local got
+  got="$(counts)"
+  if [ "$got" != "$expected_counts" ]; then
+    echo "compare-restore: after $name the row counts differ: $got" >&2
+    exit 1
+  fi
+  printf '%s\t%s\t%s\n' "$name" "$(cat "$tmp/time")" "$errors" >>"$results"
+}
+for run in $(seq 1 "$RUNS"); do
+  echo "compare-restore: run $run of $RUNS" >&2
+  measure limit "'$PSQL' -X -f '$tmp/limit.sql' > /dev/null 2> '$tmp/limit.err'"
+  measure original "'$AWS' s3 cp --only-show-errors 's3://$bucket/$key' '$tmp/d.sql.gz' && gunzip '$tmp/d.sql.gz' \
+    && '$PSQL' -X -f '$tmp/d.sql' > /dev/null 2> '$tmp/original.err'"
+  rm -f "$tmp/d.sql" "$tmp/d.sql.gz"
+  measure ours "'$OURS' --bucket $bucket --key '$key' --yes --json > '$tmp/ours.json' 2> '$tmp/ours.err'"
+done
+
+python3 - "$results" "$raw_bytes" "$gz_bytes" "$(nproc)" <<'PY'
+import statistics, sys
+rows, errors = {}, {}
+for line in open(sys.argv[1]):
+    name, times, errs = line.rstrip("\n").split("\t")
+    wall, user, sys_, rss = times.split()
+    rows.setdefault(name, []).append((float(wall), float(user) + float(sys_), int(rss) / 1024))
+    errors[name] = errors.get(name, 0) + int(errs)
+med = {n: [statistics.median(col) for col in zip(*v)] for n, v in rows.items()}
+ours = med["ours"]
+print(f"plain dump {int(sys.argv[2]) / 1e6:.0f} MB ({int(sys.argv[3]) / 1e6:.0f} MB gzipped), "
+      f"{len(rows['ours'])} run(s), medians, {sys.argv[4]} cores\n")
+print("| command | wall s | CPU s | peak RSS MiB | ours / this (wall) |")
+print("|---|---:|---:|---:|---:|")
+labels = {"limit": "`psql -f d.sql` (the limit)",
+          "original": "original: `aws s3 cp d.sql.gz; gunzip; psql -f`",
+          "ours": "`litemaas-restore --bucket --key --yes`"}
+for name in ["limit", "original", "ours"]:
+    wall, cpu, rss = med[name]
+    print(f"| {labels[name]} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {ours[0] / wall:.2f} |")
+bad = {n: e for n, e in errors.items() if e}
+if bad:
+    print(f"\nERROR lines on stderr (all runs): {bad}")
+PY
