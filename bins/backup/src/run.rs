@@ -116,9 +116,7 @@ pub async fn cluster(args: Args, namespace: String) -> Result<()> {
     let store = args.store.open().await?;
     let c = &args.cluster;
     let mut options = ClusterOptions::litemaas(&namespace, now);
-    options.target.selector.clone_from(&c.pod_selector);
-    options.target.container.clone_from(&c.container);
-    options.target.secret.clone_from(&c.secret);
+    options.target = c.pod.target(&namespace);
     options.databases.clone_from(&c.databases);
     options.pvc_selector = (!c.no_snapshot).then(|| c.pvc_selector.clone());
     options.snapshot_class.clone_from(&c.snapshot_class);

@@ -131,21 +131,8 @@ pub struct TargetArgs {
     #[arg(long, env = "LITEMAAS_DATABASE", value_name = "NAME")]
     pub database: Option<String>,
 
-    /// Label selector of the database pods.
-    #[arg(
-        long,
-        env = "LITEMAAS_POD_SELECTOR",
-        default_value = "app=litellm-postgres"
-    )]
-    pub pod_selector: String,
-
-    /// Container running PostgreSQL.
-    #[arg(long, env = "LITEMAAS_CONTAINER", default_value = "postgres")]
-    pub container: String,
-
-    /// Secret with keys username, password, database.
-    #[arg(long, env = "LITEMAAS_SECRET", default_value = "litemaas-db")]
-    pub secret: String,
+    #[command(flatten)]
+    pub pod: litemaas_cli::PodArgs,
 
     /// The psql program (local targets).
     #[arg(

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use anyhow::{Context, Result, anyhow, bail};
 use litemaas_backup::catalog::{self, Chosen, Selection};
 use litemaas_backup::dump::PgConnection;
-use litemaas_backup::dump::PodTarget;
 use litemaas_backup::lock;
 use litemaas_backup::restore::{
     self, Expected, LocalPsql, PodPsql, RestoreOptions, RestoreReport, ServerInfo, SqlSink,
@@ -101,10 +100,7 @@ impl Backup {
 async fn sink(args: &TargetArgs) -> Result<Box<dyn SqlSink>> {
     if let Some(namespace) = &args.namespace {
         let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
-        let mut target = PodTarget::litemaas(namespace);
-        target.selector.clone_from(&args.pod_selector);
-        target.container.clone_from(&args.container);
-        target.secret.clone_from(&args.secret);
+        let target = args.pod.target(namespace);
         return Ok(Box::new(
             PodPsql::discover(client, &target, args.database.clone()).await?,
         ));

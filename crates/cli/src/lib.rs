@@ -92,6 +92,37 @@ impl StoreArgs {
     }
 }
 
+/// Where the database pod and its credentials are, in cluster mode. The defaults are LiteMaaS's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PodArgs {
+    /// Label selector of the database pods.
+    #[arg(
+        long,
+        env = "LITEMAAS_POD_SELECTOR",
+        default_value = "app=litellm-postgres"
+    )]
+    pub pod_selector: String,
+
+    /// Container running PostgreSQL.
+    #[arg(long, env = "LITEMAAS_CONTAINER", default_value = "postgres")]
+    pub container: String,
+
+    /// Secret with keys username, password, database.
+    #[arg(long, env = "LITEMAAS_SECRET", default_value = "litemaas-db")]
+    pub secret: String,
+}
+
+impl PodArgs {
+    /// The pod target in `namespace`.
+    pub fn target(&self, namespace: &str) -> litemaas_backup::dump::PodTarget {
+        let mut target = litemaas_backup::dump::PodTarget::litemaas(namespace);
+        target.selector.clone_from(&self.pod_selector);
+        target.container.clone_from(&self.container);
+        target.secret.clone_from(&self.secret);
+        target
+    }
+}
+
 /// A Kubernetes client from the kubeconfig (`--context`, else its current context) or, inside a
 /// pod, the service account.
 pub async fn kube_client(context: Option<&str>) -> anyhow::Result<kube::Client> {
