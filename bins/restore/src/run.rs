@@ -168,8 +168,12 @@ struct RestoreJson<'a> {
 /// the namespace's Lease in cluster mode.
 pub async fn restore(args: RestoreArgs) -> Result<()> {
     let cancel = litemaas_cli::cancel_on_signal();
-    let backup = Backup::open(&args.backup, false).await?;
-    let server = sink(&args.target).await?;
+    let backup = Backup::open(&args.backup, false)
+        .await
+        .context("not restoring; nothing was changed")?;
+    let server = sink(&args.target)
+        .await
+        .context("not restoring; nothing was changed")?;
     let guard = lease(&args.target).await?;
     let result = restore_holding(&args, backup, server.as_ref(), &cancel).await;
     if let Some(guard) = guard {
@@ -322,8 +326,12 @@ struct VerifyReport {
 /// A test restore into a scratch database, always dropped.
 pub async fn verify(args: VerifyArgs) -> Result<()> {
     let cancel = litemaas_cli::cancel_on_signal();
-    let backup = Backup::open(&args.backup, true).await?;
-    let server = sink(&args.target).await?;
+    let backup = Backup::open(&args.backup, true)
+        .await
+        .context("verify FAILED: no backup to check")?;
+    let server = sink(&args.target)
+        .await
+        .context("verify FAILED: no database to restore into")?;
     let scratch = args.scratch.clone().unwrap_or_else(|| {
         format!(
             "litemaas_verify_{}_{}",
