@@ -171,7 +171,8 @@ pub async fn restore(
     // Every check passed: COMMIT, then the confirmation that it happened.
     let commit_line = lines_sent + 1;
     let tail = format!("{COMMIT}\nSELECT '{COMMITTED}';\n");
-    let wrote = session.write(Bytes::from(tail)).await;
+    // A failed write means psql is gone; how it ended says why.
+    let _ = session.write(Bytes::from(tail)).await;
     let ended = session.finish().await?;
     if ended.stdout.iter().any(|l| l == COMMITTED) {
         let sha256_verified = options.expected.sha256.is_some();
@@ -212,7 +213,6 @@ pub async fn restore(
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
     }
-    let _ = wrote;
     Err(after_commit_failure(&target, &ended, commit_line))
 }
 

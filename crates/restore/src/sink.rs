@@ -77,12 +77,12 @@ pub trait SqlSink: Send + Sync + Debug {
 /// Runs one script to its end through `sink`: for short administrative scripts.
 pub(crate) async fn run_script(sink: &dyn SqlSink, sql: &str) -> Result<String> {
     let mut session = sink.start().await?;
-    let write = session.write(Bytes::copy_from_slice(sql.as_bytes())).await;
+    // A failed write means psql is gone (no connection): how it ended says why.
+    let _ = session.write(Bytes::copy_from_slice(sql.as_bytes())).await;
     let ended = session.finish().await?;
     if ended.success {
         return Ok(ended.stdout.join("\n"));
     }
-    let _ = write;
     Err(psql_error(&sink.describe(), &ended))
 }
 
