@@ -98,7 +98,10 @@ measure() { # name, command...
     exit 1
   fi
   printf '%s\t%s\t%s\n' "$name" "$(cat "$tmp/time")" "$errors" >>"$results"
+  echo "compare-restore:   $name: $(cut -d' ' -f1 "$tmp/time") s wall" >&2
 }
+# Other work on the machine (a compiler, say) slows the restores unevenly: the load is printed with the table.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq 1 "$RUNS"); do
   echo "compare-restore: run $run of $RUNS" >&2
   measure limit "'$PSQL' -X -f '$tmp/limit.sql' > /dev/null 2> '$tmp/limit.err'"
@@ -108,7 +111,7 @@ for run in $(seq 1 "$RUNS"); do
   measure ours "'$OURS' --bucket $bucket --key '$key' --yes --json > '$tmp/ours.json' 2> '$tmp/ours.err'"
 done
 
-python3 - "$results" "$raw_bytes" "$gz_bytes" "$(nproc)" <<'PY'
+python3 - "$results" "$raw_bytes" "$gz_bytes" "$(nproc)" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import statistics, sys
 rows, errors = {}, {}
 for line in open(sys.argv[1]):
@@ -119,7 +122,8 @@ for line in open(sys.argv[1]):
 med = {n: [statistics.median(col) for col in zip(*v)] for n, v in rows.items()}
 ours = med["ours"]
 print(f"plain dump {int(sys.argv[2]) / 1e6:.0f} MB ({int(sys.argv[3]) / 1e6:.0f} MB gzipped), "
-      f"{len(rows['ours'])} run(s), medians, {sys.argv[4]} cores\n")
+      f"{len(rows['ours'])} run(s), medians, {sys.argv[4]} cores, "
+      f"load average {sys.argv[5]} before the runs, {sys.argv[6]} after\n")
 print("| command | wall s | CPU s | peak RSS MiB | ours / this (wall) |")
 print("|---|---:|---:|---:|---:|")
 labels = {"limit": "`psql -f d.sql` (the limit)",

@@ -69,8 +69,33 @@ pub struct BackupReport {
     pub record: IntegrityRecord,
 }
 
-/// Why a backup failed. In every case but [`BackupError::Record`] nothing was left at the
-/// dump's key. Print the whole chain (`{:#}` with anyhow) to see the cause.
+/// What became of the dump's object after a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Cleanup {
+    /// Nothing is at the key: the upload was aborted, or the completed object was deleted.
+    Nothing,
+    /// The completed object could not be deleted: it is at the key, and it is NOT a backup.
+    Left {
+        /// Why the delete failed.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Cleanup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cleanup::Nothing => f.write_str("nothing is left at the key"),
+            Cleanup::Left { error } => write!(
+                f,
+                "the object is STILL THERE and is NOT a backup (no integrity record: retention and restore count it as failed); deleting it failed ({error}): delete it by hand"
+            ),
+        }
+    }
+}
+
+/// Why a backup failed. Each variant after the dump started says what became of the object
+/// ([`Cleanup`]): nothing is left at the key unless deleting a completed object failed, and
+/// then the message says so. Print the whole chain (`{:#}` with anyhow) to see the cause.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
@@ -94,30 +119,45 @@ pub enum BackupError {
         #[source]
         source: litemaas_dump::Error,
     },
-    /// Storing the dump failed; the upload was aborted.
-    #[error("storing {key} failed; the upload was aborted")]
+    /// Storing the dump failed.
+    #[error("storing {key} failed; the upload was aborted and {cleanup}")]
     Upload {
         /// The key.
         key: String,
+        /// What became of the object.
+        cleanup: Cleanup,
         /// The cause.
         #[source]
         source: litemaas_s3::Error,
     },
-    /// The dump is stored but its integrity record is not, so it does not count as a backup.
-    #[error("{key} was stored but its integrity record {record_key} could not be written")]
+    /// The object was completed but its size could not be checked.
+    #[error("{key} was completed but its size could not be checked; {cleanup}")]
+    Check {
+        /// The key.
+        key: String,
+        /// What became of the object.
+        cleanup: Cleanup,
+        /// The cause.
+        #[source]
+        source: litemaas_s3::Error,
+    },
+    /// The dump was stored but its integrity record was not, so it is no backup.
+    #[error(
+        "{key} was stored but its integrity record {record_key} could not be written; {cleanup}"
+    )]
     Record {
         /// The dump's key.
         key: String,
         /// The record's key.
         record_key: String,
+        /// What became of the object.
+        cleanup: Cleanup,
         /// The cause.
         #[source]
         source: litemaas_s3::Error,
     },
-    /// The completed object's size is not what was streamed; it was deleted.
-    #[error(
-        "{key} holds {found} bytes after the upload, not the {expected} streamed; it was deleted"
-    )]
+    /// The completed object's size is not what was streamed.
+    #[error("{key} holds {found} bytes after the upload, not the {expected} streamed; {cleanup}")]
     Verify {
         /// The key.
         key: String,
@@ -125,20 +165,49 @@ pub enum BackupError {
         expected: u64,
         /// Bytes the store reports.
         found: u64,
+        /// What became of the object.
+        cleanup: Cleanup,
     },
-    /// The backup was cancelled (signal); the upload was aborted.
-    #[error("backup to {key} cancelled; the upload was aborted")]
+    /// The backup was cancelled (signal).
+    #[error("backup to {key} cancelled; the upload was aborted and {cleanup}")]
     Cancelled {
         /// The key.
         key: String,
+        /// What became of the object.
+        cleanup: Cleanup,
     },
+}
+
+impl BackupError {
+    /// Whether an object is left at the dump's key (it is then not a backup: it has no record).
+    pub fn left_an_object(&self) -> bool {
+        matches!(
+            self,
+            BackupError::Upload {
+                cleanup: Cleanup::Left { .. },
+                ..
+            } | BackupError::Check {
+                cleanup: Cleanup::Left { .. },
+                ..
+            } | BackupError::Record {
+                cleanup: Cleanup::Left { .. },
+                ..
+            } | BackupError::Verify {
+                cleanup: Cleanup::Left { .. },
+                ..
+            } | BackupError::Cancelled {
+                cleanup: Cleanup::Left { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// Takes one backup of `source` into `store`.
 ///
 /// # Errors
-/// See [`BackupError`]: whatever fails, the multipart upload is aborted and no object is
-/// visible at the dump's key, except for [`BackupError::Record`].
+/// See [`BackupError`]: whatever fails, the multipart upload is aborted and an object that was
+/// already completed is deleted (with retries); each error says what is left.
 pub async fn run(
     source: &dyn DumpSource,
     store: &dyn ObjectStore,
@@ -168,6 +237,7 @@ pub async fn run(
 
     let upload_err = |source| BackupError::Upload {
         key: key.clone(),
+        cleanup: Cleanup::Nothing,
         source,
     };
     let upload = store
@@ -198,7 +268,10 @@ pub async fn run(
     let (info, summary) = match outcome {
         None => {
             abort(writer).await;
-            return Err(BackupError::Cancelled { key });
+            return Err(BackupError::Cancelled {
+                key,
+                cleanup: Cleanup::Nothing,
+            });
         }
         Some(Err(Failure::Upload(e))) => {
             abort(writer).await; // already aborted by the writer; harmless
@@ -213,47 +286,112 @@ pub async fn run(
         }
         Some(Ok(done)) => done,
     };
-    let uploaded = writer.finish().await.map_err(upload_err)?;
-
-    // The store must hold exactly what was streamed; anything else is removed, never recorded.
-    let stored = store.head(&key).await.map_err(upload_err)?;
-    if stored.size != summary.stored_bytes {
-        let _ = store.delete(&key).await;
-        return Err(BackupError::Verify {
-            key,
-            expected: summary.stored_bytes,
-            found: stored.size,
-        });
+    // From the completion on, the object may be visible: any failure or a signal removes it
+    // before returning, so that nothing at the key can pass for a backup.
+    let parts = writer.parts_when_finished();
+    let finished = tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        result = writer.finish() => Some(result),
+    };
+    match finished {
+        Some(Ok(_)) => {}
+        None => {
+            // Dropping the writer aborted the upload; the completion may have taken effect.
+            let cleanup = remove(store, &key).await;
+            return Err(BackupError::Cancelled { key, cleanup });
+        }
+        Some(Err(e)) => match completed_anyway(store, &key, summary.stored_bytes).await {
+            // The completion took effect although its reply failed: the backup goes on.
+            true => tracing::warn!(
+                key,
+                error = %e,
+                "the completion's reply failed but the object is complete (size and mark checked); going on"
+            ),
+            false => {
+                let cleanup = remove(store, &key).await;
+                return Err(BackupError::Upload {
+                    key,
+                    cleanup,
+                    source: e,
+                });
+            }
+        },
     }
 
-    let record = IntegrityRecord {
-        format: RECORD_FORMAT,
-        key: key.clone(),
-        sha256: summary.sha256.clone(),
-        stored_bytes: summary.stored_bytes,
-        raw_bytes: summary.raw_bytes,
-        compression: options.compression,
-        parts: uploaded.parts,
-        dump: info,
-        started_at,
-        finished_at: jiff::Timestamp::now(),
-        tool: concat!("litemaas-backup ", env!("CARGO_PKG_VERSION")).to_owned(),
-        tables: rows.summary().map(|s| s.tables),
+    let after = async {
+        // The store must hold exactly what was streamed; anything else is removed, never recorded.
+        let stored = store.head(&key).await.map_err(|e| (Phase::Check, e))?;
+        if stored.size != summary.stored_bytes {
+            return Err((
+                Phase::Verify(stored.size),
+                litemaas_s3::Error::Internal(String::new()),
+            ));
+        }
+        let record = IntegrityRecord {
+            format: RECORD_FORMAT,
+            key: key.clone(),
+            sha256: summary.sha256.clone(),
+            stored_bytes: summary.stored_bytes,
+            raw_bytes: summary.raw_bytes,
+            compression: options.compression,
+            parts,
+            dump: info,
+            started_at,
+            finished_at: jiff::Timestamp::now(),
+            tool: concat!("litemaas-backup ", env!("CARGO_PKG_VERSION")).to_owned(),
+            tables: rows.summary().map(|s| s.tables),
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| {
+            (
+                Phase::Record,
+                litemaas_s3::Error::Internal(format!("serialising the record: {e}")),
+            )
+        })?;
+        store
+            .put(&record_key(&key), Bytes::from(json))
+            .await
+            .map_err(|e| (Phase::Record, e))?;
+        Ok(record)
+    };
+    let recorded = tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err((Phase::Cancelled, litemaas_s3::Error::Internal(String::new()))),
+        result = after => result,
+    };
+    let record = match recorded {
+        Ok(record) => record,
+        Err((phase, source)) => {
+            // A record written just before a signal must go too: the object is removed first,
+            // so that at no moment does a dump without its object's data count.
+            let cleanup = remove(store, &key).await;
+            let record_key = record_key(&key);
+            if matches!(phase, Phase::Cancelled) {
+                let _ = store.delete(&record_key).await;
+            }
+            return Err(match phase {
+                Phase::Check => BackupError::Check {
+                    key,
+                    cleanup,
+                    source,
+                },
+                Phase::Verify(found) => BackupError::Verify {
+                    key,
+                    expected: summary.stored_bytes,
+                    found,
+                    cleanup,
+                },
+                Phase::Record => BackupError::Record {
+                    key,
+                    record_key,
+                    cleanup,
+                    source,
+                },
+                Phase::Cancelled => BackupError::Cancelled { key, cleanup },
+            });
+        }
     };
     let record_key = record_key(&key);
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| BackupError::Record {
-        key: key.clone(),
-        record_key: record_key.clone(),
-        source: litemaas_s3::Error::Internal(format!("serialising the record: {e}")),
-    })?;
-    store
-        .put(&record_key, Bytes::from(json))
-        .await
-        .map_err(|source| BackupError::Record {
-            key: key.clone(),
-            record_key: record_key.clone(),
-            source,
-        })?;
 
     let report = BackupReport {
         key,
@@ -263,7 +401,7 @@ pub async fn run(
         raw_bytes: summary.raw_bytes,
         sha256: summary.sha256,
         compression: options.compression.name(),
-        parts: uploaded.parts,
+        parts,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         record,
     };
@@ -279,6 +417,48 @@ pub async fn run(
 enum Failure {
     Dump(litemaas_dump::Error),
     Upload(litemaas_s3::Error),
+}
+
+/// Where the steps after the completion failed.
+enum Phase {
+    Check,
+    Verify(u64),
+    Record,
+    Cancelled,
+}
+
+/// Whether the object at `key` is the one this run completed although the completion reported
+/// a failure (its reply was lost, or a retry found the upload gone): it exists, has the size
+/// streamed, and carries this tool's mark. The key did not exist when the run started.
+async fn completed_anyway(store: &dyn ObjectStore, key: &str, size: u64) -> bool {
+    matches!(store.head(key).await, Ok(meta)
+        if meta.size == size && meta.metadata.contains_key(crate::record::MARK))
+}
+
+/// Deletes a completed object that is no backup, trying a few times, and says what is left.
+async fn remove(store: &dyn ObjectStore, key: &str) -> Cleanup {
+    let mut last = String::new();
+    for attempt in 0..4u32 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+        }
+        match store.delete(key).await {
+            // Deleting a missing object succeeds too: confirm that nothing is there.
+            Ok(()) => match store.head(key).await {
+                Err(litemaas_s3::Error::NotFound { .. }) => return Cleanup::Nothing,
+                Ok(_) => last = "the object is still listed after the delete".into(),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tracing::warn!(
+            key,
+            attempt,
+            error = last,
+            "could not remove a failed backup's object yet"
+        );
+    }
+    Cleanup::Left { error: last }
 }
 
 /// Streams every compressed chunk into the upload, then waits for the dump's verdict: only
@@ -368,53 +548,118 @@ mod tests {
         }
     }
 
-    /// A store that reports a wrong size for completed objects.
+    /// A memory store with faults chosen by the test.
     #[derive(Debug, Default)]
-    struct Truncating(MemoryStore);
+    struct Faulty {
+        inner: MemoryStore,
+        /// HEAD reports half the size.
+        halve_size: bool,
+        /// Writing a record fails.
+        fail_record: bool,
+        /// Every delete fails.
+        fail_delete: bool,
+        /// CompleteMultipartUpload takes effect but its reply is lost.
+        lose_complete_reply: bool,
+        /// Cancelled while the record is being written (the write itself succeeds).
+        cancel_during_record: Option<CancellationToken>,
+        /// The record write takes effect, then its reply never comes.
+        hang_after_record: bool,
+    }
+
+    fn fault(operation: &'static str) -> litemaas_s3::Error {
+        litemaas_s3::Error::Service {
+            store: "memory://".into(),
+            operation,
+            key: String::new(),
+            code: "InternalError".into(),
+            message: "injected".into(),
+        }
+    }
+
+    #[derive(Debug)]
+    struct LostReply(Box<dyn MultipartUpload>);
 
     #[async_trait]
-    impl ObjectStore for Truncating {
+    impl MultipartUpload for LostReply {
+        fn put_part(&mut self, data: Bytes) -> litemaas_s3::UploadPart {
+            self.0.put_part(data)
+        }
+        async fn complete(&mut self) -> litemaas_s3::Result<()> {
+            self.0.complete().await?;
+            Err(fault("CompleteMultipartUpload"))
+        }
+        async fn abort(&mut self) -> litemaas_s3::Result<()> {
+            self.0.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Faulty {
         fn describe(&self) -> String {
-            self.0.describe()
+            self.inner.describe()
         }
         async fn check(&self) -> litemaas_s3::Result<()> {
-            self.0.check().await
+            self.inner.check().await
         }
         async fn put(&self, key: &str, data: Bytes) -> litemaas_s3::Result<()> {
-            self.0.put(key, data).await
+            if self.fail_record {
+                return Err(fault("PutObject"));
+            }
+            self.inner.put(key, data).await?;
+            if let Some(cancel) = &self.cancel_during_record {
+                cancel.cancel();
+            }
+            if self.hang_after_record {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
         }
         async fn put_multipart_with(
             &self,
             key: &str,
             metadata: &litemaas_s3::Metadata,
         ) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
-            self.0.put_multipart_with(key, metadata).await
+            let upload = self.inner.put_multipart_with(key, metadata).await?;
+            Ok(if self.lose_complete_reply {
+                Box::new(LostReply(upload))
+            } else {
+                upload
+            })
         }
         async fn get(&self, key: &str) -> litemaas_s3::Result<GetResult> {
-            self.0.get(key).await
+            self.inner.get(key).await
         }
         async fn head(&self, key: &str) -> litemaas_s3::Result<ObjectMeta> {
-            self.0.head(key).await.map(|m| ObjectMeta {
-                size: m.size / 2,
+            let halve = self.halve_size;
+            self.inner.head(key).await.map(|m| ObjectMeta {
+                size: if halve { m.size / 2 } else { m.size },
                 ..m
             })
         }
         async fn list(&self, prefix: &str) -> litemaas_s3::Result<Vec<ObjectMeta>> {
-            self.0.list(prefix).await
+            self.inner.list(prefix).await
         }
         async fn delete(&self, key: &str) -> litemaas_s3::Result<()> {
-            self.0.delete(key).await
+            if self.fail_delete {
+                return Err(fault("DeleteObject"));
+            }
+            self.inner.delete(key).await
         }
         async fn list_pending_uploads(
             &self,
             prefix: &str,
         ) -> litemaas_s3::Result<Vec<PendingUpload>> {
-            self.0.list_pending_uploads(prefix).await
+            self.inner.list_pending_uploads(prefix).await
         }
         async fn abort_pending_upload(&self, upload: &PendingUpload) -> litemaas_s3::Result<()> {
-            self.0.abort_pending_upload(upload).await
+            self.inner.abort_pending_upload(upload).await
         }
     }
+
+    const WHOLE: Scripted = Scripted {
+        bytes: b"-- a whole dump\n-- PostgreSQL database dump complete\n",
+        fails: false,
+    };
 
     fn options() -> BackupOptions {
         BackupOptions::new(jiff::Timestamp::from_second(1_767_225_600).unwrap())
@@ -437,19 +682,124 @@ mod tests {
 
     #[tokio::test]
     async fn an_object_of_the_wrong_size_is_deleted_and_not_recorded() {
-        let store = Truncating::default();
-        let source = Scripted {
-            bytes: b"-- a whole dump\n-- PostgreSQL database dump complete\n",
-            fails: false,
+        let store = Faulty {
+            halve_size: true,
+            ..Faulty::default()
         };
-        let err = run(&source, &store, &options(), &CancellationToken::new())
+        let err = run(&WHOLE, &store, &options(), &CancellationToken::new())
             .await
             .unwrap_err();
         assert!(matches!(err, BackupError::Verify { .. }), "{err:?}");
         assert!(
+            err.to_string().contains("nothing is left at the key"),
+            "{err}"
+        );
+        assert!(
             store.list("").await.unwrap().is_empty(),
             "neither the object nor a record is left"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_write_removes_the_object() {
+        let store = Faulty {
+            fail_record: true,
+            ..Faulty::default()
+        };
+        let err = run(&WHOLE, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackupError::Record {
+                    cleanup: Cleanup::Nothing,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    /// The object cannot be deleted either: the error says it is there and is no backup, and
+    /// retention indeed counts it as failed (it carries the mark and has no record).
+    #[tokio::test(start_paused = true)]
+    async fn an_object_that_cannot_be_deleted_is_said_to_be_there_and_is_no_backup() {
+        let store = Faulty {
+            fail_record: true,
+            fail_delete: true,
+            ..Faulty::default()
+        };
+        let err = run(&WHOLE, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(err.left_an_object(), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("STILL THERE") && message.contains("NOT a backup"),
+            "{message}"
+        );
+        assert!(!message.contains("was deleted"), "{message}");
+        let items = crate::prune::dump_items(
+            &store,
+            "litemaas-backups",
+            &crate::prune::DumpListing::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].state, litemaas_retention::State::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_lost_completion_reply_is_resolved_by_looking_at_the_object() {
+        let store = Faulty {
+            lose_complete_reply: true,
+            ..Faulty::default()
+        };
+        let report = run(&WHOLE, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(store.head(&report.record_key).await.is_ok());
+        assert_eq!(store.head(&report.key).await.unwrap().size, report.bytes);
+    }
+
+    /// A signal while the record is written: either the record made it (a complete backup,
+    /// and the caller skips retention) or nothing is left — never an object without its record.
+    #[tokio::test]
+    async fn a_signal_during_the_record_write_leaves_a_backup_or_nothing() {
+        for hang in [false, true] {
+            let cancel = CancellationToken::new();
+            let store = Faulty {
+                cancel_during_record: Some(cancel.clone()),
+                hang_after_record: hang,
+                ..Faulty::default()
+            };
+            let result = run(&WHOLE, &store, &options(), &cancel).await;
+            let left = store.inner.list("").await.unwrap();
+            match result {
+                Ok(report) => {
+                    assert!(!hang);
+                    let keys: Vec<_> = left.iter().map(|m| m.key.clone()).collect();
+                    assert_eq!(keys, [report.key, report.record_key]);
+                }
+                Err(err) => {
+                    assert!(hang, "{err:?}");
+                    assert!(
+                        matches!(
+                            err,
+                            BackupError::Cancelled {
+                                cleanup: Cleanup::Nothing,
+                                ..
+                            }
+                        ),
+                        "{err:?}"
+                    );
+                    assert!(left.is_empty(), "{left:?}");
+                }
+            }
+        }
     }
 
     #[tokio::test]
@@ -466,5 +816,8 @@ mod tests {
             serde_json::from_slice(&store.get_bytes(&report.record_key).await.unwrap()).unwrap();
         assert_eq!((record.stored_bytes, record.raw_bytes), (report.bytes, 10));
         assert_eq!(record.sha256, report.sha256);
+        assert_eq!(record.parts, report.parts);
+        let head = store.head(&report.key).await.unwrap();
+        assert!(head.metadata.contains_key(crate::record::MARK), "{head:?}");
     }
 }

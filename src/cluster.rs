@@ -148,12 +148,15 @@ pub struct ClusterReport {
     pub dump_retention: Vec<Outcome<PruneReport>>,
     /// Snapshot retention (only when every part succeeded).
     pub snapshot_retention: Option<Outcome<SnapshotPrune>>,
+    /// A signal arrived: whatever was stored stays, retention was skipped.
+    pub interrupted: bool,
 }
 
 impl ClusterReport {
     /// Whether every part succeeded.
     pub fn succeeded(&self) -> bool {
-        self.dumps.iter().all(Outcome::succeeded)
+        !self.interrupted
+            && self.dumps.iter().all(Outcome::succeeded)
             && self.snapshot.as_ref().is_none_or(Outcome::succeeded)
             && self.dump_retention.iter().all(Outcome::succeeded)
             && self
@@ -173,6 +176,10 @@ impl ClusterReport {
             .chain(retention)
             .chain(snap_retention)
             .filter_map(|(part, error)| error.as_ref().map(|e| format!("{part}: {e}")))
+            .chain(
+                self.interrupted
+                    .then(|| "interrupted by a signal: retention skipped".to_owned()),
+            )
             .collect()
     }
 }
@@ -342,8 +349,10 @@ pub async fn run(
     };
 
     // Retention only after a run in which every part succeeded: never delete after a failure.
+    // ... and never after a signal.
     let all_good = dumps.iter().all(|(_, o)| o.succeeded())
-        && snapshot.as_ref().is_none_or(Outcome::succeeded);
+        && snapshot.as_ref().is_none_or(Outcome::succeeded)
+        && !cancel.is_cancelled();
     let mut dump_retention = Vec::new();
     if let Some(rules) = options.dump_retention.as_ref().filter(|_| all_good) {
         for (prefix, outcome) in &dumps {
@@ -375,6 +384,7 @@ pub async fn run(
         snapshot,
         dump_retention,
         snapshot_retention,
+        interrupted: cancel.is_cancelled(),
     })
 }
 

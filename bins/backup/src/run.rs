@@ -32,6 +32,12 @@ pub async fn backup_then_prune(args: Args) -> Result<()> {
     progress.finish();
     let report = result.context("retention skipped, nothing was deleted")?;
     print_backup(&report);
+    if cancel.is_cancelled() {
+        bail!(
+            "a signal arrived as the backup {} completed: it is stored with its record, but retention was skipped and nothing was deleted",
+            report.key
+        );
+    }
 
     let retention = if args.no_prune {
         None

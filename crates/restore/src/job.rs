@@ -118,8 +118,9 @@ pub async fn restore(
             )
             .await?;
             loop {
-                for piece in out.drain(..) {
-                    send(&mut *session, piece, &mut lines_sent).await?;
+                // One write per chunk, not one per line: psql is woken once per 256 KiB.
+                if !out.is_empty() {
+                    send(&mut *session, join(&mut out), &mut lines_sent).await?;
                 }
                 if ended {
                     break;
@@ -227,6 +228,18 @@ enum Step {
 async fn send(session: &mut dyn SqlSession, data: Bytes, lines: &mut u64) -> Result<(), Step> {
     *lines += memchr::memchr_iter(b'\n', &data).count() as u64;
     session.write(data).await.map_err(|_| Step::Psql)
+}
+
+/// The pieces the filter produced for a chunk, as one buffer (usually one copy of 256 KiB).
+fn join(pieces: &mut Vec<Bytes>) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for piece in pieces.drain(..) {
+        joined.extend_from_slice(&piece);
+    }
+    joined.freeze()
 }
 
 async fn read_chunk(sql: &mut Pin<Box<dyn AsyncRead + Send>>) -> Result<Bytes> {

@@ -173,6 +173,12 @@ impl UploadWriter {
         }
     }
 
+    /// The parts the object will have once [`finish`](Self::finish)ed: those sent, and the
+    /// last one still buffered.
+    pub fn parts_when_finished(&self) -> u32 {
+        self.parts + u32::from(!self.buf.is_empty() || self.parts == 0)
+    }
+
     /// Sends what is buffered as the last part, waits for every part and completes the upload.
     ///
     /// # Errors
