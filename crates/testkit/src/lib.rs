@@ -9,6 +9,8 @@
 //!
 //! Both have a `shared()` form that starts once per test binary and is stopped when the
 //! process exits (an `atexit` hook, and a parent-death signal as a backstop).
+//! [`proxy::FaultProxy`] goes in front of the S3 server to inject faults (SlowDown, resets,
+//! stalls, lost replies).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -22,6 +24,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod pg;
+pub mod proxy;
 pub mod s3;
 mod sys;
 
