@@ -381,3 +381,31 @@ async fn with_a_namespace_snapshots_are_pruned_too() {
         ]
     );
 }
+
+/// A store without ListMultipartUploads (s3rver and some gateways answer NotImplemented):
+/// retention is still applied, with a warning that abandoned uploads were not looked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_cannot_list_uploads_is_still_pruned_with_a_warning() {
+    use litemaas_testkit::proxy::{Fault, FaultProxy, Nth, Op, Rule};
+    let store = seeded_bucket().await;
+    let proxy = FaultProxy::start(S3Server::shared().endpoint()).unwrap();
+    proxy.add_rule(Rule::new(
+        Op::ListMultipartUploads,
+        Nth::Every,
+        Fault::Status(501),
+    ));
+    let out = prune_cmd(store.bucket())
+        .envs(proxy.env())
+        .arg("--json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot list multipart uploads") && err.contains("NotImplemented"),
+        "{err}"
+    );
+    assert_eq!(proxy.count(Op::ListMultipartUploads), 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dumps"]["deleted"].as_array().unwrap().len(), 8);
+}

@@ -138,6 +138,12 @@ impl Error {
         }
     }
 
+    /// Whether the store does not implement the operation (`NotImplemented`, HTTP 501): some
+    /// S3-compatible stores lack ListMultipartUploads, for one.
+    pub fn is_not_implemented(&self) -> bool {
+        matches!(self, Error::Service { code, .. } if code == "NotImplemented" || code == "501")
+    }
+
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,

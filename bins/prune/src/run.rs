@@ -1,0 +1,129 @@
+//! Planning and applying retention, aborting stale uploads, and reporting.
+
+use anyhow::{Context, Result};
+use litemaas_backup::cluster::prune_snapshots;
+use litemaas_backup::lock;
+use litemaas_backup::prune::{self, DumpListing};
+use litemaas_backup::retention::RetentionOptions;
+use litemaas_backup::snapshot::Snapshots;
+
+use crate::cli::Args;
+
+/// The Lease of `litemaas-backup --namespace` and `litemaas-restore --namespace`.
+const LEASE: &str = "litemaas-backup";
+
+/// Retention for the dumps (and, with `--namespace`, the snapshots, holding the namespace's
+/// Lease so that no backup or restore runs meanwhile); then the report.
+pub async fn prune(args: Args) -> Result<()> {
+    let now = jiff::Timestamp::now();
+    let guard = match &args.namespace {
+        Some(namespace) if !args.dry_run => {
+            let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
+            Some(
+                lock::acquire(
+                    client,
+                    namespace,
+                    LEASE,
+                    &lock::holder_identity(),
+                    std::time::Duration::from_secs(120),
+                )
+                .await
+                .context("not pruning; nothing was deleted")?,
+            )
+        }
+        _ => None,
+    };
+    let result = prune_holding(&args, now).await;
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
+    result
+}
+
+async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
+    let store = args.store.open().await?;
+    store.check().await?;
+    let prefix = args.store.prefix();
+    let rules = args.retention.clone().or(RetentionOptions::dumps());
+    let listing = DumpListing {
+        last_modified_fallback: args.last_modified_fallback,
+    };
+    let mut report =
+        prune::prune_dumps(store.as_ref(), &prefix, &rules, &listing, now, args.dry_run).await?;
+    report.aborted_uploads = match prune::abort_stale_uploads(
+        store.as_ref(),
+        &prefix,
+        args.abort_uploads_older_than,
+        now,
+        args.dry_run,
+    )
+    .await
+    {
+        Ok(aborted) => aborted,
+        // Some S3-compatible stores (s3rver, some gateways) cannot list uploads: retention
+        // was applied all the same; say what could not be done.
+        Err(e) if e.is_not_implemented() => {
+            eprintln!(
+                "warning: {} cannot list multipart uploads ({e}): abandoned uploads were not looked for",
+                store.describe()
+            );
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let snapshots = match &args.namespace {
+        Some(namespace) => {
+            let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
+            let rules = RetentionOptions {
+                keep_last: Some(args.keep_snapshots),
+                ..RetentionOptions::default()
+            };
+            Some(
+                prune_snapshots(
+                    &Snapshots::new(client, namespace),
+                    &rules,
+                    now,
+                    args.dry_run,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
+    if args.json {
+        let all = serde_json::json!({"dumps": report, "snapshots": snapshots});
+        println!("{all}");
+    } else {
+        print!("{}", report.plan);
+        if let Some(s) = &snapshots {
+            print!("{}", s.plan);
+        }
+    }
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    eprintln!(
+        "{}: kept {}, {verb} {} dump(s); {} {} abandoned upload(s)",
+        store.describe(),
+        report.plan.keeps().count(),
+        report.plan.deletions().count(),
+        if args.dry_run {
+            "would abort"
+        } else {
+            "aborted"
+        },
+        report.aborted_uploads.len(),
+    );
+    if let (Some(s), Some(namespace)) = (&snapshots, &args.namespace) {
+        eprintln!(
+            "snapshots in {namespace}: kept {}, {verb} {}",
+            s.plan.keeps().count(),
+            s.plan.deletions().count()
+        );
+    }
+    Ok(())
+}
