@@ -111,6 +111,46 @@ async fn classify_recordless(
     }
 }
 
+/// The prefixes that hold dumps: `prefix` itself, and each `<prefix>/<database>/` where a
+/// cluster backup put the dumps of another database (LiteLLM's): a folder with dumps *and*
+/// integrity records of this tool. A folder of dumps without records (say, a hand-made archive
+/// of the original tool's dumps) is left alone.
+///
+/// # Errors
+/// The listing failed.
+pub async fn dump_prefixes(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> litemaas_s3::Result<Vec<String>> {
+    let dir = dir_of(prefix);
+    let (mut with_dumps, mut with_records) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for object in store.list(&dir).await? {
+        let Some(rest) = object.key.strip_prefix(&dir) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            [sub, name] if *sub != "records" && parse_dump_name(name).is_some() => {
+                with_dumps.insert((*sub).to_owned());
+            }
+            [sub, "records", name] if name.ends_with(".json") => {
+                with_records.insert((*sub).to_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok(std::iter::once(prefix.trim_matches('/').to_owned())
+        .chain(
+            with_dumps
+                .intersection(&with_records)
+                .map(|sub| format!("{dir}{sub}")),
+        )
+        .collect())
+}
+
 /// Why a prune stopped. Deletions done before the failure stay done (and were logged).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -50,6 +50,19 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
     };
     let mut report =
         prune::prune_dumps(store.as_ref(), &prefix, &rules, &listing, now, args.dry_run).await?;
+    // The dumps of other databases, which cluster backups keep under `<prefix>/<database>/`.
+    let mut others = Vec::new();
+    for other in prune::dump_prefixes(store.as_ref(), &prefix)
+        .await?
+        .into_iter()
+        .skip(1)
+    {
+        let pruned =
+            prune::prune_dumps(store.as_ref(), &other, &rules, &listing, now, args.dry_run)
+                .await
+                .with_context(|| format!("pruning the dumps under {other}/"))?;
+        others.push((other, pruned));
+    }
     report.aborted_uploads = match prune::abort_stale_uploads(
         store.as_ref(),
         &prefix,
@@ -93,10 +106,19 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
     };
 
     if args.json {
-        let all = serde_json::json!({"dumps": report, "snapshots": snapshots});
+        let others: Vec<_> = others
+            .iter()
+            .map(|(prefix, report)| serde_json::json!({"prefix": prefix, "report": report}))
+            .collect();
+        let all =
+            serde_json::json!({"dumps": report, "other_databases": others, "snapshots": snapshots});
         println!("{all}");
     } else {
         print!("{}", report.plan);
+        for (prefix, other) in &others {
+            println!("{prefix}/:");
+            print!("{}", other.plan);
+        }
         if let Some(s) = &snapshots {
             print!("{}", s.plan);
         }
@@ -118,6 +140,14 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
         },
         report.aborted_uploads.len(),
     );
+    for (prefix, other) in &others {
+        eprintln!(
+            "{}/{prefix}/: kept {}, {verb} {} dump(s)",
+            store.describe(),
+            other.plan.keeps().count(),
+            other.plan.deletions().count()
+        );
+    }
     if let (Some(s), Some(namespace)) = (&snapshots, &args.namespace) {
         eprintln!(
             "snapshots in {namespace}: kept {}, {verb} {}",

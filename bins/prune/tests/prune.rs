@@ -409,3 +409,46 @@ async fn a_store_that_cannot_list_uploads_is_still_pruned_with_a_warning() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["dumps"]["deleted"].as_array().unwrap().len(), 8);
 }
+
+/// Cluster backups keep a second database's dumps under `<prefix>/<database>/`: pruned by the
+/// same rules, each folder on its own; the records' folder is not mistaken for one, and a folder
+/// of dumps without records (`archive/` in the seeded bucket) is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dumps_of_a_second_database_are_pruned_too() {
+    let store = seeded_bucket().await;
+    for i in 0..14 {
+        let key = month(i).replace("litemaas-backups/", "litemaas-backups/litellm/");
+        store
+            .put(&key, Bytes::from_static(b"our dump"))
+            .await
+            .unwrap();
+        store
+            .put(&record(&key), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+    }
+    let out = ok(prune_cmd(store.bucket()).arg("--json").output().unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["dumps"]["deleted"].as_array().unwrap().len(), 8);
+    let others = report["other_databases"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "{report}");
+    assert_eq!(others[0]["prefix"], "litemaas-backups/litellm");
+    let mut deleted: Vec<&str> = others[0]["report"]["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    deleted.sort_unstable();
+    assert_eq!(
+        deleted,
+        [
+            "litemaas-backups/litellm/database-20240101-020000.sql.gz",
+            "litemaas-backups/litellm/database-20240201-020000.sql.gz"
+        ]
+    );
+    let left = keys(&store).await;
+    assert!(!left.contains(&deleted[0].to_owned()));
+    assert!(!left.contains(&record(deleted[0])));
+    assert!(left.contains(&"litemaas-backups/archive/database-20200101-000000.sql.gz".to_owned()));
+}
