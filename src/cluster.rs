@@ -410,7 +410,11 @@ pub async fn prune_snapshots(
 ) -> Result<SnapshotPrune, PruneSnapshotsError> {
     let items: Vec<_> = snapshots
         .list("app=litemaas-backup")
-        .await?
+        .await
+        .map_err(|source| PruneSnapshotsError::Snapshot {
+            deleted: Vec::new(),
+            source,
+        })?
         .iter()
         .map(retention_item)
         .collect();
@@ -425,7 +429,9 @@ pub async fn prune_snapshots(
             );
             continue;
         }
-        snapshots.delete(&decision.id).await?;
+        if let Err(source) = snapshots.delete(&decision.id).await {
+            return Err(PruneSnapshotsError::Snapshot { deleted, source });
+        }
         tracing::info!(snapshot = decision.id, reasons = decision.why(), "deleted");
         deleted.push(decision.id.clone());
     }
@@ -436,9 +442,15 @@ pub async fn prune_snapshots(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PruneSnapshotsError {
-    /// The API failed.
-    #[error("snapshot retention failed")]
-    Snapshot(#[from] litemaas_snapshot::Error),
+    /// The API failed (listing, or a delete after `deleted` had gone).
+    #[error("snapshot retention failed{}", crate::prune::deleted_so_far(deleted))]
+    Snapshot {
+        /// Snapshots deleted before the failure.
+        deleted: Vec<String>,
+        /// The cause.
+        #[source]
+        source: litemaas_snapshot::Error,
+    },
     /// The rules are unusable.
     #[error("invalid retention options")]
     Options(#[from] litemaas_retention::Error),

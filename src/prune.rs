@@ -151,16 +151,40 @@ pub async fn dump_prefixes(
         .collect())
 }
 
-/// Why a prune stopped. Deletions done before the failure stay done (and were logged).
+/// Why a prune stopped. Deletions done before the failure stay done; the error lists them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PruneError {
-    /// The store failed.
-    #[error("pruning failed")]
-    Store(#[from] litemaas_s3::Error),
+    /// The store failed (listing, or a delete after `deleted` had gone).
+    #[error("pruning failed{}", deleted_so_far(deleted))]
+    Store {
+        /// Dumps deleted before the failure.
+        deleted: Vec<String>,
+        /// The cause.
+        #[source]
+        source: litemaas_s3::Error,
+    },
     /// The retention options are unusable.
     #[error("invalid retention options")]
     Options(#[from] litemaas_retention::Error),
+}
+
+impl From<litemaas_s3::Error> for PruneError {
+    fn from(source: litemaas_s3::Error) -> Self {
+        PruneError::Store {
+            deleted: Vec::new(),
+            source,
+        }
+    }
+}
+
+/// ` after deleting a, b` or ` (nothing was deleted)`.
+pub(crate) fn deleted_so_far(deleted: &[String]) -> String {
+    if deleted.is_empty() {
+        " (nothing was deleted)".to_owned()
+    } else {
+        format!(" after deleting {}", deleted.join(", "))
+    }
 }
 
 /// What a prune did (or, in a dry run, would do).
@@ -197,8 +221,13 @@ pub async fn prune_dumps(
             tracing::info!(key = decision.id, reasons = decision.why(), "would delete");
             continue;
         }
-        store.delete(&decision.id).await?;
-        store.delete(&record_key(&decision.id)).await?;
+        let gone = async {
+            store.delete(&decision.id).await?;
+            store.delete(&record_key(&decision.id)).await
+        };
+        if let Err(source) = gone.await {
+            return Err(PruneError::Store { deleted, source });
+        }
         tracing::info!(key = decision.id, reasons = decision.why(), "deleted");
         deleted.push(decision.id.clone());
     }
@@ -239,7 +268,105 @@ pub async fn abort_stale_uploads(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use litemaas_s3::{GetResult, MemoryStore, Metadata, MultipartUpload};
+
     use super::*;
+
+    /// A memory store whose deletes fail once `allowed` of them went through.
+    #[derive(Debug)]
+    struct FailingDeletes {
+        inner: MemoryStore,
+        allowed: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ObjectStore for FailingDeletes {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn check(&self) -> litemaas_s3::Result<()> {
+            Ok(())
+        }
+        async fn put(&self, key: &str, data: Bytes) -> litemaas_s3::Result<()> {
+            self.inner.put(key, data).await
+        }
+        async fn put_multipart_with(
+            &self,
+            key: &str,
+            metadata: &Metadata,
+        ) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_with(key, metadata).await
+        }
+        async fn get(&self, key: &str) -> litemaas_s3::Result<GetResult> {
+            self.inner.get(key).await
+        }
+        async fn head(&self, key: &str) -> litemaas_s3::Result<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> litemaas_s3::Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> litemaas_s3::Result<()> {
+            if self
+                .allowed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+            {
+                return Err(litemaas_s3::Error::Internal(
+                    "injected delete failure".into(),
+                ));
+            }
+            self.inner.delete(key).await
+        }
+        async fn list_pending_uploads(
+            &self,
+            prefix: &str,
+        ) -> litemaas_s3::Result<Vec<PendingUpload>> {
+            self.inner.list_pending_uploads(prefix).await
+        }
+        async fn abort_pending_upload(&self, upload: &PendingUpload) -> litemaas_s3::Result<()> {
+            self.inner.abort_pending_upload(upload).await
+        }
+    }
+
+    /// Deletes fail half-way: the error lists what was deleted before, never "nothing".
+    #[tokio::test]
+    async fn a_prune_failing_half_way_says_what_it_deleted() {
+        let store = FailingDeletes {
+            inner: MemoryStore::new(),
+            // The first dump and its record go; the second dump's delete fails.
+            allowed: AtomicUsize::new(2),
+        };
+        for month in 1..=5 {
+            let key = format!("p/database-2026{month:02}01-000000.sql.gz");
+            store.put(&key, Bytes::from_static(b"dump")).await.unwrap();
+            store
+                .put(&record_key(&key), Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+        }
+        let rules = RetentionOptions {
+            keep_last: Some(2),
+            ..RetentionOptions::default()
+        };
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let err = prune_dumps(&store, "p", &rules, &DumpListing::default(), now, false)
+            .await
+            .unwrap_err();
+        let PruneError::Store { deleted, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(deleted.len(), 1);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("pruning failed after deleting {}", deleted[0])),
+            "{err}"
+        );
+    }
 
     #[test]
     fn dump_names_are_recognised() {

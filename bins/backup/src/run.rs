@@ -196,7 +196,23 @@ fn print_cluster(report: &ClusterReport) {
             p.deleted.len()
         );
     }
-    if !report.succeeded() {
+    let attempted = !report.dump_retention.is_empty() || report.snapshot_retention.is_some();
+    if !report.succeeded() && !attempted {
         eprintln!("retention skipped after a failure: nothing was deleted");
+    }
+    for r in report
+        .dump_retention
+        .iter()
+        .map(|r| (&r.part, &r.error))
+        .chain(
+            report
+                .snapshot_retention
+                .iter()
+                .map(|r| (&r.part, &r.error)),
+        )
+    {
+        if let (part, Some(error)) = r {
+            eprintln!("{part}: FAILED part-way: {error}");
+        }
     }
 }
