@@ -43,6 +43,15 @@ impl PgConnection {
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        // Secrets libpq can take from no environment variable would end up in the command line.
+        if let Some((key, _)) = pairs
+            .iter()
+            .find(|(k, _)| SECRET_PARAMS.contains(&k.as_str()))
+        {
+            return Err(invalid(&format!(
+                "{key} would be visible in the command line of pg_dump and psql; put it in a pg_service.conf (PGSERVICEFILE) and name the service with ?service=NAME"
+            )));
+        }
         if pairs.iter().any(|(k, _)| k == "password") {
             let mut kept = Vec::new();
             for (k, v) in pairs {
@@ -143,6 +152,9 @@ fn percent_decode(s: &str) -> std::result::Result<String, ()> {
         .map_err(|_| ())
 }
 
+/// Query parameters holding secrets that libpq reads from no environment variable.
+const SECRET_PARAMS: [&str; 1] = ["sslpassword"];
+
 /// A URL as text with its password (user-info or query parameter) replaced by `***`. Text that
 /// does not parse as a URL is not shown at all, since it may be a password itself.
 pub fn redact(raw: &str) -> String {
@@ -155,11 +167,14 @@ pub fn redact(raw: &str) -> String {
                 .query_pairs()
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
-            if pairs.iter().any(|(k, _)| k == "password") {
+            if pairs
+                .iter()
+                .any(|(k, _)| k == "password" || SECRET_PARAMS.contains(&k.as_str()))
+            {
                 url.set_query(None);
                 url.query_pairs_mut()
                     .extend_pairs(pairs.into_iter().map(|(k, v)| {
-                        if k == "password" {
+                        if k == "password" || SECRET_PARAMS.contains(&k.as_str()) {
                             (k, "***".into())
                         } else {
                             (k, v)
@@ -213,6 +228,22 @@ mod tests {
             assert!(err.starts_with("invalid database URL"), "{err}");
             assert!(!err.contains("topsecret"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_sslpassword_is_refused_and_never_shown() {
+        let err = PgConnection::parse("postgres://u@h/db?sslmode=verify-full&sslpassword=k3ypass")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sslpassword") && err.contains("pg_service.conf"),
+            "{err}"
+        );
+        assert!(!err.contains("k3ypass"), "{err}");
+        assert_eq!(
+            redact("postgres://u@h/db?sslpassword=k3ypass"),
+            "postgres://u@h/db?sslpassword=***"
+        );
     }
 
     #[test]
