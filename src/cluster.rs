@@ -373,7 +373,14 @@ pub async fn run(
     }
     let snapshot_retention = match (&options.snapshot_retention, &snapshot) {
         (Some(rules), Some(_)) if all_good => {
-            let result = prune_snapshots(&snapshots, rules, options.backup.now, false).await;
+            let result = prune_snapshots(
+                &snapshots,
+                &snapshot_selector(&options.schedule),
+                rules,
+                options.backup.now,
+                false,
+            )
+            .await;
             Some(Outcome::from("snapshot retention".into(), result))
         }
         _ => None,
@@ -397,19 +404,27 @@ fn join(prefix: &str, database: &str) -> String {
     }
 }
 
-/// Applies `rules` to the `app=litemaas-backup` snapshots: ready ones count, failed and
-/// not-ready ones never do.
+/// The label selector of the snapshots a schedule takes (and retention counts):
+/// `app=litemaas-backup,backup-type=<schedule>`. Snapshots of other schedules, and safety
+/// snapshots taken before a volume restore, are neither counted nor deleted.
+pub fn snapshot_selector(schedule: &str) -> String {
+    format!("app=litemaas-backup,backup-type={schedule}")
+}
+
+/// Applies `rules` to the snapshots `selector` picks (see [`snapshot_selector`]): ready ones
+/// count, failed and not-ready ones never do.
 ///
 /// # Errors
 /// Listing or deleting failed.
 pub async fn prune_snapshots(
     snapshots: &Snapshots,
+    selector: &str,
     rules: &RetentionOptions,
     now: jiff::Timestamp,
     dry_run: bool,
 ) -> Result<SnapshotPrune, PruneSnapshotsError> {
     let items: Vec<_> = snapshots
-        .list("app=litemaas-backup")
+        .list(selector)
         .await
         .map_err(|source| PruneSnapshotsError::Snapshot {
             deleted: Vec::new(),

@@ -25,6 +25,10 @@ pub struct Args {
     #[arg(long, env = "LITEMAAS_CONTEXT")]
     pub context: Option<String>,
 
+    /// The backup-type label of the snapshots to prune (others are left alone).
+    #[arg(long, env = "LITEMAAS_SCHEDULE_NAME", default_value = "monthly")]
+    pub schedule_name: String,
+
     /// Snapshots to keep (ready ones; failed and unfinished ones never count).
     #[arg(long, env = "LITEMAAS_KEEP_SNAPSHOTS", default_value_t = 3)]
     pub keep_snapshots: u32,

@@ -1,7 +1,7 @@
 //! Planning and applying retention, aborting stale uploads, and reporting.
 
 use anyhow::{Context, Result};
-use litemaas_backup::cluster::prune_snapshots;
+use litemaas_backup::cluster::{prune_snapshots, snapshot_selector};
 use litemaas_backup::lock;
 use litemaas_backup::prune::{self, DumpListing};
 use litemaas_backup::retention::RetentionOptions;
@@ -95,6 +95,7 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
             Some(
                 prune_snapshots(
                     &Snapshots::new(client, namespace),
+                    &snapshot_selector(&args.schedule_name),
                     &rules,
                     now,
                     args.dry_run,

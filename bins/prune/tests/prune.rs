@@ -304,7 +304,7 @@ async fn with_a_namespace_snapshots_are_pruned_too() {
             json!({"readyToUse": false, "error": {"message": "boom"}})
         };
         api.create_aged("snapshot.storage.k8s.io", "volumesnapshots", "litemaas",
-            json!({"metadata": {"name": name, "labels": {"app": "litemaas-backup"}}, "spec": {"source": {"persistentVolumeClaimName": "data"}}, "status": status}),
+            json!({"metadata": {"name": name, "labels": {"app": "litemaas-backup", "backup-type": "monthly"}}, "spec": {"source": {"persistentVolumeClaimName": "data"}}, "status": status}),
             &format!("2025-{i:02}-01T02:00:00Z")).unwrap();
     }
     api.create(
@@ -314,6 +314,11 @@ async fn with_a_namespace_snapshots_are_pruned_too() {
         json!({"metadata": {"name": "someone-elses"}, "spec": {}}),
     )
     .unwrap();
+    // Ours, but of another schedule: never counted nor deleted by the monthly retention.
+    api.create_aged("snapshot.storage.k8s.io", "volumesnapshots", "litemaas",
+        json!({"metadata": {"name": "litemaas-snapshot-20240101-020000", "labels": {"app": "litemaas-backup", "backup-type": "weekly"}},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}}, "status": {"readyToUse": true}}),
+        "2024-01-01T02:00:00Z").unwrap();
     let names = || -> Vec<String> {
         let out = api
             .kubectl()
@@ -373,6 +378,7 @@ async fn with_a_namespace_snapshots_are_pruned_too() {
     assert_eq!(
         left,
         [
+            "litemaas-snapshot-20240101-020000", // weekly: another schedule's, left alone
             "litemaas-snapshot-20250301-020000",
             "litemaas-snapshot-20250401-020000",
             "litemaas-snapshot-20250501-020000",
