@@ -14,9 +14,8 @@ use litemaas_dump::pod::{
     PodContainer, PodCredentials, PodProcess, PodTarget, exec_with_password, find_pod,
     read_credentials,
 };
-use tokio::io::AsyncWriteExt;
 
-use crate::sink::{Ended, SqlSession, SqlSink, collect_lines, run_script};
+use crate::sink::{Ended, Pipes, SqlSession, SqlSink, run_script};
 use crate::{Error, Result};
 
 /// psql in the database pod, with the credentials of the LiteMaaS Secret.
@@ -146,20 +145,18 @@ impl SqlSink for PodPsql {
             ),
             source: Box::new(e),
         })?;
+        let stdin = stdin.ok_or_else(|| Error::Internal("the exec kept no stdin".into()))?;
         Ok(Box::new(PodSession {
-            process: Some(process),
-            stdin,
+            process,
             status,
             program: format!("psql in pod {}/{}", self.at.namespace, self.at.pod),
-            stdout: tokio::spawn(collect_lines(stdout, "psql", false)),
-            stderr: tokio::spawn(collect_lines(stderr, "psql", true)),
+            pipes: Pipes::new(stdin, stdout, stderr),
         }))
     }
 }
 
 struct PodSession {
-    process: Option<kube::api::AttachedProcess>,
-    stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    process: kube::api::AttachedProcess,
     status: std::pin::Pin<
         Box<
             dyn std::future::Future<
@@ -168,40 +165,30 @@ struct PodSession {
         >,
     >,
     program: String,
-    stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
-    stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
+    pipes: Pipes<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
 }
 
 #[async_trait]
 impl SqlSession for PodSession {
     async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
-        match self.stdin.as_mut() {
-            Some(stdin) => stdin.write_all(&data).await,
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
-        }
+        self.pipes.write(&data).await
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.shutdown().await;
-        }
+        self.pipes.close().await;
         let status = (&mut self.status).await;
-        let (stdout, _) = (&mut self.stdout).await.unwrap_or_default();
-        let (stderr, warnings) = (&mut self.stderr).await.unwrap_or_default();
-        if let Some(process) = self.process.take() {
-            let _ = process.join().await;
-        }
-        let verdict = litemaas_dump::pod::check_status(&self.program, status, "");
-        Ok(Ended {
-            success: verdict.is_ok(),
-            status: match verdict {
-                Ok(()) => "exit code 0".into(),
-                Err(litemaas_dump::Error::DumpFailed { status, .. }) => status,
-                Err(e) => e.to_string(),
-            },
-            stdout,
-            stderr,
-            warnings,
-        })
+        let PodSession {
+            process,
+            program,
+            pipes,
+            ..
+        } = *self;
+        let _ = process.join().await;
+        let (success, status) = match litemaas_dump::pod::check_status(&program, status, "") {
+            Ok(()) => (true, "exit code 0".to_owned()),
+            Err(litemaas_dump::Error::DumpFailed { status, .. }) => (false, status),
+            Err(e) => (false, e.to_string()),
+        };
+        Ok(pipes.ended(success, status).await)
     }
 }

@@ -157,6 +157,57 @@ pub(crate) async fn collect_lines(
     (kept.into(), warnings)
 }
 
+/// psql's input and its two collected outputs: what every session has.
+pub(crate) struct Pipes<W> {
+    stdin: Option<W>,
+    stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
+    stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
+    /// Starts collecting `stdout` and `stderr` (stderr lines are logged).
+    pub(crate) fn new(
+        stdin: W,
+        stdout: impl AsyncRead + Unpin + Send + 'static,
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+    ) -> Self {
+        Self {
+            stdin: Some(stdin),
+            stdout: tokio::spawn(collect_lines(stdout, "psql", false)),
+            stderr: tokio::spawn(collect_lines(stderr, "psql", true)),
+        }
+    }
+
+    /// Sends more input; an error once psql is gone.
+    pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(data).await,
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Ends psql's input (end of input: psql finishes the statement at hand and exits; an
+    /// open transaction — ours, unless COMMIT was sent — is rolled back as the session ends).
+    pub(crate) async fn close(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+    }
+
+    /// How the session ended, once psql exited with `success` and `status`.
+    pub(crate) async fn ended(self, success: bool, status: String) -> Ended {
+        let (stdout, _) = self.stdout.await.unwrap_or_default();
+        let (stderr, warnings) = self.stderr.await.unwrap_or_default();
+        Ended {
+            success,
+            status,
+            stdout,
+            stderr,
+            warnings,
+        }
+    }
+}
+
 /// `psql` on this host. The password is handed to it in its environment (`PGPASSWORD`), never
 /// on its command line.
 #[derive(Debug, Clone)]
@@ -271,48 +322,30 @@ impl SqlSink for LocalPsql {
         };
         Ok(Box::new(LocalSession {
             child,
-            stdin: Some(stdin),
-            stdout: tokio::spawn(collect_lines(stdout, "psql", false)),
-            stderr: tokio::spawn(collect_lines(stderr, "psql", true)),
+            pipes: Pipes::new(stdin, stdout, stderr),
         }))
     }
 }
 
 struct LocalSession {
     child: tokio::process::Child,
-    stdin: Option<tokio::process::ChildStdin>,
-    stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
-    stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
+    pipes: Pipes<tokio::process::ChildStdin>,
 }
 
 #[async_trait]
 impl SqlSession for LocalSession {
     async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
-        match self.stdin.as_mut() {
-            Some(stdin) => stdin.write_all(&data).await,
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
-        }
+        self.pipes.write(&data).await
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
-        // End of input: psql finishes the statement at hand and exits; an open transaction
-        // (ours, unless COMMIT was sent) is rolled back by the server as the session ends.
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.shutdown().await;
-        }
+        self.pipes.close().await;
         let status = self.child.wait().await.map_err(|e| Error::Sink {
             context: "waiting for psql".into(),
             source: Box::new(e),
         })?;
-        let (stdout, _) = self.stdout.await.unwrap_or_default();
-        let (stderr, warnings) = self.stderr.await.unwrap_or_default();
-        Ok(Ended {
-            success: status.success(),
-            status: exit_status(status),
-            stdout,
-            stderr,
-            warnings,
-        })
+        let LocalSession { pipes, .. } = *self;
+        Ok(pipes.ended(status.success(), exit_status(status)).await)
     }
 }
 
