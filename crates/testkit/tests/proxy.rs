@@ -88,6 +88,29 @@ async fn put(client: &Client, bucket: &str, key: &str, body: &[u8]) -> Result<()
 }
 
 /// Starts a multipart upload of one part (through `client`) and returns its id and parts.
+/// CompleteMultipartUpload of `key` with `parts`, through `client`.
+async fn complete(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: &CompletedMultipartUpload,
+) -> Result<
+    aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError,
+    >,
+> {
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(parts.clone())
+        .send()
+        .await
+}
+
 async fn one_part_upload(
     client: &Client,
     bucket: &str,
@@ -554,15 +577,7 @@ async fn complete_error_in_200_is_an_error_for_the_sdk() {
         Nth::FirstN(1),
         Fault::CompleteErrorIn200,
     ));
-    let complete = || {
-        client
-            .complete_multipart_upload()
-            .bucket(&bucket)
-            .key("k")
-            .upload_id(&upload_id)
-            .multipart_upload(parts.clone())
-            .send()
-    };
+    let complete = || complete(&client, &bucket, "k", &upload_id, &parts);
     let err = complete().await.unwrap_err();
     eprintln!("CompleteErrorIn200: {}", text(&err));
     assert_eq!(status(&err), Some(200));
@@ -584,14 +599,7 @@ async fn complete_error_in_200_is_retried_by_the_standard_strategy() {
         Nth::FirstN(1),
         Fault::CompleteErrorIn200,
     ));
-    let result = client
-        .complete_multipart_upload()
-        .bucket(&bucket)
-        .key("k")
-        .upload_id(&upload_id)
-        .multipart_upload(parts)
-        .send()
-        .await;
+    let result = complete(&client, &bucket, "k", &upload_id, &parts).await;
     eprintln!(
         "CompleteErrorIn200 with retries: {:?}, {} attempts",
         result.as_ref().map(drop).map_err(text),
@@ -612,15 +620,7 @@ async fn dropped_complete_reply_fails_although_the_object_exists() {
         Nth::FirstN(1),
         Fault::DropReplyAfterForwarding,
     ));
-    let complete = || {
-        client
-            .complete_multipart_upload()
-            .bucket(&bucket)
-            .key("k")
-            .upload_id(&upload_id)
-            .multipart_upload(parts.clone())
-            .send()
-    };
+    let complete = || complete(&client, &bucket, "k", &upload_id, &parts);
     let err = complete().await.unwrap_err();
     eprintln!("DropReplyAfterForwarding: {}", text(&err));
     assert!(is_io_dispatch_failure(&err), "{err:?}");
@@ -656,14 +656,7 @@ async fn dropped_complete_reply_is_retried_by_the_standard_strategy() {
         Nth::FirstN(1),
         Fault::DropReplyAfterForwarding,
     ));
-    let result = client
-        .complete_multipart_upload()
-        .bucket(&bucket)
-        .key("k")
-        .upload_id(&upload_id)
-        .multipart_upload(parts)
-        .send()
-        .await;
+    let result = complete(&client, &bucket, "k", &upload_id, &parts).await;
     eprintln!(
         "DropReplyAfterForwarding with retries: {:?}, {} attempts",
         result.as_ref().map(drop).map_err(text),
