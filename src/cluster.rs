@@ -37,6 +37,8 @@ pub struct ClusterOptions {
     pub checkpoint: bool,
     /// The `backup-type` label (the original tool's `monthly`).
     pub schedule: String,
+    /// `pg_dump --lock-wait-timeout`: a dump stuck behind a lock fails instead of waiting.
+    pub lock_wait_timeout: Option<Duration>,
     /// Dump options (prefix, codec, upload, the run's time).
     pub backup: BackupOptions,
     /// Retention for dumps (the original: keep 12); `None` skips it.
@@ -58,6 +60,7 @@ impl ClusterOptions {
             snapshot_timeout: Duration::from_secs(600),
             checkpoint: false,
             schedule: "monthly".into(),
+            lock_wait_timeout: Some(Duration::from_secs(600)),
             backup: BackupOptions::new(now),
             dump_retention: Some(RetentionOptions::dumps()),
             snapshot_retention: Some(RetentionOptions::snapshots()),
@@ -266,13 +269,16 @@ pub async fn run(
         if *database != checked.credentials.database {
             backup_options.prefix = join(&options.backup.prefix, database);
         }
-        let source = PodDump::new(
+        let mut source = PodDump::new(
             client.clone(),
             &options.target,
             checked.pod.clone(),
             checked.credentials.for_database(database),
             Some(database.clone()),
         );
+        if let Some(timeout) = options.lock_wait_timeout {
+            source = source.lock_wait_timeout(timeout);
+        }
         let result = backup::run(&source, store, &backup_options, cancel).await;
         dumps.push((
             backup_options.prefix,

@@ -57,6 +57,16 @@ pub struct Args {
     )]
     pub pg_dump: PathBuf,
 
+    /// Fail the dump, clearly, when a table's lock cannot be had within this time (a migration
+    /// or a stuck transaction holding it), instead of waiting behind it for ever.
+    #[arg(
+        long,
+        env = "LITEMAAS_LOCK_WAIT_TIMEOUT",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub lock_wait_timeout: jiff::SignedDuration,
+
     /// Retention rules for the dumps after a successful backup (default: --keep-last 12).
     #[command(flatten, next_help_heading = "Retention (after a successful backup)")]
     pub retention: RetentionOptions,

@@ -80,7 +80,9 @@ fn dump_source(args: &Args) -> Result<PgDump> {
         Some(url) => PgDump::new(PgConnection::parse(url.expose())?),
         None => PgDump::from_libpq_env(),
     };
-    Ok(dump.program(&args.pg_dump))
+    Ok(dump
+        .program(&args.pg_dump)
+        .lock_wait_timeout(args.lock_wait_timeout.unsigned_abs()))
 }
 
 fn options(args: &Args, now: jiff::Timestamp) -> BackupOptions {
@@ -129,6 +131,7 @@ pub async fn cluster(args: Args, namespace: String) -> Result<()> {
     options.snapshot_timeout = c.snapshot_timeout.unsigned_abs();
     options.schedule.clone_from(&c.schedule_name);
     options.checkpoint = c.checkpoint;
+    options.lock_wait_timeout = Some(args.lock_wait_timeout.unsigned_abs());
     options.backup = self::options(&args, now);
     options.dump_retention =
         (!args.no_prune).then(|| args.retention.clone().or(RetentionOptions::dumps()));

@@ -463,3 +463,45 @@ async fn no_checksums_mode_backs_up_for_stores_that_reject_them() {
         report["bytes"].as_u64().unwrap()
     );
 }
+
+/// A table locked by another session (a migration at 2 AM): with `--lock-wait-timeout` the dump
+/// fails clearly within that time instead of waiting behind the lock, and nothing is stored.
+#[tokio::test]
+async fn a_dump_stuck_behind_a_lock_fails_clearly() {
+    let pg = PgCluster::shared();
+    let db = sample_db("cli_lock");
+    let store = s3_bucket("cli-lock").await;
+    let home = tempfile::tempdir().unwrap();
+    let mut locker = pg
+        .command("psql")
+        .args(["-X", "-q", "-d", &db, "-c"])
+        .arg("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg
+        .psql(
+            &db,
+            "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+        )
+        .unwrap()
+        .trim()
+        != "1"
+    {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let out = with_s3(&mut backup_cmd(home.path()))
+        .env("LITEMAAS_DATABASE_URL", pg.url(&db))
+        .args(["--bucket", store.bucket(), "--lock-wait-timeout", "1s"])
+        .output()
+        .unwrap();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+    assert_one_clear_line(&out, &["pg_dump failed", "lock"]);
+    assert_bucket_empty(&store).await;
+}

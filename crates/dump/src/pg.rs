@@ -24,6 +24,7 @@ pub struct PgDump {
     conn: Option<PgConnection>,
     program: PathBuf,
     extra_args: Vec<String>,
+    lock_wait_timeout: Option<std::time::Duration>,
 }
 
 impl PgDump {
@@ -33,6 +34,7 @@ impl PgDump {
             conn: Some(conn),
             program: "pg_dump".into(),
             extra_args: Vec::new(),
+            lock_wait_timeout: None,
         }
     }
 
@@ -43,12 +45,20 @@ impl PgDump {
             conn: None,
             program: "pg_dump".into(),
             extra_args: Vec::new(),
+            lock_wait_timeout: None,
         }
     }
 
     /// Uses this `pg_dump` binary (match the server's major version or newer).
     pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
         self.program = program.into();
+        self
+    }
+
+    /// Fails the dump when a table's lock cannot be had within `timeout` (`pg_dump
+    /// --lock-wait-timeout`), instead of waiting behind, say, a migration for ever.
+    pub fn lock_wait_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.lock_wait_timeout = Some(timeout);
         self
     }
 
@@ -64,6 +74,9 @@ impl PgDump {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        if let Some(timeout) = self.lock_wait_timeout {
+            args.push(lock_wait_arg(timeout));
+        }
         if let Some(conn) = &self.conn {
             args.push(format!("--dbname={}", conn.url_without_password()));
         }
@@ -136,6 +149,11 @@ impl DumpSource for PgDump {
             completion: Box::pin(completion),
         })
     }
+}
+
+/// `--lock-wait-timeout=<milliseconds>` (at least 1: 0 would mean no limit).
+pub(crate) fn lock_wait_arg(timeout: std::time::Duration) -> String {
+    format!("--lock-wait-timeout={}", timeout.as_millis().max(1))
 }
 
 /// Drains standard error (so the child never blocks on a full pipe), logs each line and keeps

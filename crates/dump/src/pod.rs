@@ -102,6 +102,7 @@ impl PodCredentials {
 /// A `pg_dump --clean --if-exists` of one database, run in the database pod.
 #[derive(Clone)]
 pub struct PodDump {
+    lock_wait_timeout: Option<std::time::Duration>,
     client: kube::Client,
     namespace: String,
     pod: String,
@@ -260,6 +261,7 @@ impl PodDump {
     ) -> Self {
         let database = database.unwrap_or_else(|| credentials.database.clone());
         Self {
+            lock_wait_timeout: None,
             client,
             namespace: target.namespace.clone(),
             pod,
@@ -267,6 +269,13 @@ impl PodDump {
             credentials,
             database,
         }
+    }
+
+    /// Fails the dump when a table's lock cannot be had within `timeout` (`pg_dump
+    /// --lock-wait-timeout`).
+    pub fn lock_wait_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.lock_wait_timeout = Some(timeout);
+        self
     }
 
     /// The pod it runs in.
@@ -279,10 +288,13 @@ impl PodDump {
         vec![
             "sh".into(),
             "-c".into(),
-            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec pg_dump --clean --if-exists --no-password --format=plain --username=\"$1\" --dbname=\"$2\"".into(),
+            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec pg_dump --clean --if-exists --no-password --format=plain --username=\"$1\" --dbname=\"$2\" ${3:+\"$3\"}".into(),
             "litemaas-dump".into(),
             self.credentials.username.clone(),
             self.database.clone(),
+            self.lock_wait_timeout
+                .map(crate::pg::lock_wait_arg)
+                .unwrap_or_default(),
         ]
     }
 }
@@ -582,5 +594,10 @@ mod tests {
         let command = dump.command().join(" ");
         assert!(!command.contains("hunter2") && command.contains("--clean --if-exists"));
         assert!(!format!("{dump:?}").contains("hunter2"));
+        let dump = dump.lock_wait_timeout(std::time::Duration::from_secs(2));
+        assert_eq!(
+            dump.command().last().map(String::as_str),
+            Some("--lock-wait-timeout=2000")
+        );
     }
 }
