@@ -57,6 +57,16 @@ pub struct Args {
     )]
     pub pg_dump: PathBuf,
 
+    /// Overall deadline of the run: past it, the run is cancelled as by SIGTERM (nothing half
+    /// done is left, retention does not run).
+    #[arg(
+        long,
+        env = "LITEMAAS_TIMEOUT",
+        default_value = "6h",
+        value_name = "DURATION"
+    )]
+    pub timeout: jiff::SignedDuration,
+
     /// Fail the dump, clearly, when a table's lock cannot be had within this time (a migration
     /// or a stuck transaction holding it), instead of waiting behind it for ever.
     #[arg(

@@ -25,12 +25,24 @@ pub async fn backup_then_prune(args: Args) -> Result<()> {
     let source = dump_source(&args)?;
     let store = args.store.open().await?;
     let cancel = litemaas_cli::cancel_on_signal();
+    let deadline = litemaas_cli::cancel_after(&cancel, args.timeout.unsigned_abs());
     let progress = litemaas_cli::progress::Progress::bytes("dumping", None);
     let mut options = options(&args, now);
     options.progress = Some(progress.counter());
     let result = backup::run(&source, store.as_ref(), &options, &cancel).await;
     progress.finish();
-    let report = result.context("retention skipped, nothing was deleted")?;
+    let report = result
+        .map_err(|e| {
+            if deadline.load(std::sync::atomic::Ordering::SeqCst) {
+                anyhow::anyhow!(e).context(format!(
+                    "the deadline (--timeout {:#}) was reached",
+                    args.timeout
+                ))
+            } else {
+                anyhow::anyhow!(e)
+            }
+        })
+        .context("retention skipped, nothing was deleted")?;
     print_backup(&report);
     if cancel.is_cancelled() {
         bail!(
@@ -140,13 +152,20 @@ pub async fn cluster(args: Args, namespace: String) -> Result<()> {
         ..RetentionOptions::default()
     });
     let cancel = litemaas_cli::cancel_on_signal();
+    let deadline = litemaas_cli::cancel_after(&cancel, args.timeout.unsigned_abs());
     let report = cluster::run(client, store.as_ref(), &options, &cancel).await?;
     print_cluster(&report);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
     if !report.succeeded() {
-        let failures = report.failures();
+        let mut failures = report.failures();
+        if deadline.load(std::sync::atomic::Ordering::SeqCst) {
+            failures.push(format!(
+                "the deadline (--timeout {:#}) was reached",
+                args.timeout
+            ));
+        }
         bail!(
             "{} part(s) of the backup failed: {}",
             failures.len(),

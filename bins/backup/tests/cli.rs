@@ -499,9 +499,24 @@ async fn a_dump_stuck_behind_a_lock_fails_clearly() {
         .args(["--bucket", store.bucket(), "--lock-wait-timeout", "1s"])
         .output()
         .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+    assert_one_clear_line(&out, &["pg_dump failed", "lock"]);
+    assert_bucket_empty(&store).await;
+
+    // Without a lock timeout, the overall deadline ends the run just as cleanly.
+    let started = Instant::now();
+    let out = with_s3(&mut backup_cmd(home.path()))
+        .env("LITEMAAS_DATABASE_URL", pg.url(&db))
+        .args(["--bucket", store.bucket(), "--lock-wait-timeout", "1h"])
+        .args(["--timeout", "2s"])
+        .output()
+        .unwrap();
     let _ = locker.kill();
     let _ = locker.wait();
     assert!(started.elapsed() < Duration::from_secs(30), "it waited");
-    assert_one_clear_line(&out, &["pg_dump failed", "lock"]);
+    assert_one_clear_line(
+        &out,
+        &["the deadline (--timeout 2s) was reached", "cancelled"],
+    );
     assert_bucket_empty(&store).await;
 }

@@ -175,6 +175,27 @@ pub fn cancel_on_signal() -> CancellationToken {
     token
 }
 
+/// Cancels `token` when `after` has passed (an overall deadline, so that nothing holds the
+/// Lease or a connection for ever); the returned flag says whether the deadline was the cause.
+pub fn cancel_after(
+    token: &CancellationToken,
+    after: std::time::Duration,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, cancel) = (reached.clone(), token.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(after) => {
+                tracing::warn!("the deadline ({after:?}) was reached: cancelling");
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel();
+            }
+            () = cancel.cancelled() => {}
+        }
+    });
+    reached
+}
+
 /// Runs `main` on a multi-threaded runtime and turns its error into one line on stderr
 /// (`<program>: error: <cause chain>`), also logged to the log file, and exit code 1.
 pub fn exit(
