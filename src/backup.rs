@@ -321,12 +321,9 @@ pub async fn run(
 
     let after = async {
         // The store must hold exactly what was streamed; anything else is removed, never recorded.
-        let stored = store.head(&key).await.map_err(|e| (Phase::Check, e))?;
+        let stored = store.head(&key).await.map_err(AfterUpload::Check)?;
         if stored.size != summary.stored_bytes {
-            return Err((
-                Phase::Verify(stored.size),
-                litemaas_s3::Error::Internal(String::new()),
-            ));
+            return Err(AfterUpload::Verify(stored.size));
         }
         let record = IntegrityRecord {
             format: RECORD_FORMAT,
@@ -343,51 +340,50 @@ pub async fn run(
             tables: rows.summary().map(|s| s.tables),
         };
         let json = serde_json::to_vec_pretty(&record).map_err(|e| {
-            (
-                Phase::Record,
-                litemaas_s3::Error::Internal(format!("serialising the record: {e}")),
-            )
+            AfterUpload::Record(litemaas_s3::Error::Internal(format!(
+                "serialising the record: {e}"
+            )))
         })?;
         store
             .put(&record_key(&key), Bytes::from(json))
             .await
-            .map_err(|e| (Phase::Record, e))?;
+            .map_err(AfterUpload::Record)?;
         Ok(record)
     };
     let recorded = tokio::select! {
         biased;
-        () = cancel.cancelled() => Err((Phase::Cancelled, litemaas_s3::Error::Internal(String::new()))),
+        () = cancel.cancelled() => Err(AfterUpload::Cancelled),
         result = after => result,
     };
     let record = match recorded {
         Ok(record) => record,
-        Err((phase, source)) => {
-            // A record written just before a signal must go too: the object is removed first,
-            // so that at no moment does a dump without its object's data count.
+        Err(failed) => {
+            // The object is removed first, so that at no moment does a record stand for it;
+            // a record a signal interrupted may have landed: it goes too.
             let cleanup = remove(store, &key).await;
             let record_key = record_key(&key);
-            if matches!(phase, Phase::Cancelled) {
-                let _ = store.delete(&record_key).await;
-            }
-            return Err(match phase {
-                Phase::Check => BackupError::Check {
+            return Err(match failed {
+                AfterUpload::Check(source) => BackupError::Check {
                     key,
                     cleanup,
                     source,
                 },
-                Phase::Verify(found) => BackupError::Verify {
+                AfterUpload::Verify(found) => BackupError::Verify {
                     key,
                     expected: summary.stored_bytes,
                     found,
                     cleanup,
                 },
-                Phase::Record => BackupError::Record {
+                AfterUpload::Record(source) => BackupError::Record {
                     key,
                     record_key,
                     cleanup,
                     source,
                 },
-                Phase::Cancelled => BackupError::Cancelled { key, cleanup },
+                AfterUpload::Cancelled => {
+                    let _ = store.delete(&record_key).await;
+                    BackupError::Cancelled { key, cleanup }
+                }
             });
         }
     };
@@ -419,11 +415,15 @@ enum Failure {
     Upload(litemaas_s3::Error),
 }
 
-/// Where the steps after the completion failed.
-enum Phase {
-    Check,
+/// How the steps after the completion failed.
+enum AfterUpload {
+    /// The size check's HEAD failed.
+    Check(litemaas_s3::Error),
+    /// The store holds this many bytes, not the number streamed.
     Verify(u64),
-    Record,
+    /// The record could not be written.
+    Record(litemaas_s3::Error),
+    /// A signal.
     Cancelled,
 }
 

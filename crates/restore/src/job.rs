@@ -174,7 +174,16 @@ pub async fn restore(
     let tail = format!("{COMMIT}\nSELECT '{COMMITTED}';\n");
     // A failed write means psql is gone; how it ended says why.
     let _ = session.write(Bytes::from(tail)).await;
-    let ended = session.finish().await?;
+    // COMMIT was sent: from here a failure to learn how psql ended is an unknown outcome.
+    let ended = match session.finish().await {
+        Ok(ended) => ended,
+        Err(e) => {
+            return Err(Error::CommitUnknown {
+                target,
+                message: e.to_string(),
+            });
+        }
+    };
     if ended.stdout.iter().any(|l| l == COMMITTED) {
         let sha256_verified = options.expected.sha256.is_some();
         let mut checks = vec![match codec {
@@ -208,7 +217,8 @@ pub async fn restore(
             sha256_verified,
             checks,
             tables,
-            clean_warnings: count_clean_warnings(&ended),
+            // Warnings beyond the clean section's are not expected from a pg_dump script.
+            clean_warnings: ended.warnings,
             pg_dump_version,
             source_server_version: server_version,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -297,11 +307,6 @@ fn after_commit_failure(target: &str, ended: &Ended, commit_line: u64) -> Error 
         },
         _ => psql_error(target, ended),
     }
-}
-
-fn count_clean_warnings(ended: &Ended) -> u64 {
-    // Warnings beyond the clean section's are not expected from a pg_dump script.
-    ended.warnings
 }
 
 impl From<FormatError> for Step {
@@ -430,6 +435,57 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    /// A sink whose session cannot say how psql ended.
+    #[derive(Debug)]
+    struct LostSession;
+
+    struct Lost;
+
+    #[async_trait::async_trait]
+    impl SqlSession for Lost {
+        async fn write(&mut self, _data: Bytes) -> std::io::Result<()> {
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> Result<Ended> {
+            Err(Error::Internal("the exec stream broke".into()))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SqlSink for LostSession {
+        fn describe(&self) -> String {
+            "lost".into()
+        }
+        fn database(&self) -> Option<String> {
+            None
+        }
+        fn with_database(&self, _database: &str) -> Box<dyn SqlSink> {
+            Box::new(LostSession)
+        }
+        async fn query(&self, _sql: &str) -> Result<String> {
+            Ok(String::new())
+        }
+        async fn start(&self) -> Result<Box<dyn SqlSession>> {
+            Ok(Box::new(Lost))
+        }
+    }
+
+    /// After COMMIT was sent, not learning how psql ended is never reported as "unchanged".
+    #[tokio::test]
+    async fn losing_psql_after_commit_is_an_unknown_outcome() {
+        let options = RestoreOptions::default();
+        let err = restore(
+            Box::pin(std::io::Cursor::new(gzip(DUMP.as_bytes()))),
+            &LostSession,
+            &options,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::CommitUnknown { .. }), "{err:?}");
+        assert!(!err.target_unchanged());
     }
 
     #[test]
