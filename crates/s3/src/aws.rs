@@ -16,8 +16,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use bytes::Bytes;
 
 use crate::{
-    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result,
-    UploadPart, validate_key,
+    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, PutMode,
+    Result, UploadPart, validate_key,
 };
 
 /// How to reach a bucket. Credentials are never part of it: they come from the standard AWS
@@ -282,6 +282,10 @@ where
             message: innermost(&err),
         },
         (SdkError::ConstructionFailure(_), _, _) => Error::Config(format!("{operation}: {full}")),
+        // The answers to `If-None-Match: *`: the key exists, or another conditional write to
+        // it is in progress (S3 then advises starting over: for us the key is taken either way).
+        (_, Some("PreconditionFailed" | "ConditionalRequestConflict"), _)
+        | (_, None, Some(412)) => Error::AlreadyExists { store, key },
         (_, Some("NoSuchBucket"), _) => Error::BucketNotFound {
             bucket: bucket.to_owned(),
         },
@@ -388,11 +392,16 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_opts(key, data, PutMode::Overwrite).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode) -> Result<()> {
         validate_key(key)?;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_if_none_match(if_none_match(mode))
             .content_length(data.len() as i64)
             .body(ByteStream::from(data))
             .send()
@@ -405,6 +414,16 @@ impl ObjectStore for S3Store {
         &self,
         key: &str,
         metadata: &Metadata,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.put_multipart_opts(key, metadata, PutMode::Overwrite)
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+        mode: PutMode,
     ) -> Result<Box<dyn MultipartUpload>> {
         validate_key(key)?;
         let out = self
@@ -436,6 +455,7 @@ impl ObjectStore for S3Store {
             upload_id: upload_id.to_owned(),
             next_part: 1,
             parts: Arc::default(),
+            mode,
         }))
     }
 
@@ -592,6 +612,11 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// `If-None-Match: *` for a create-only write.
+fn if_none_match(mode: PutMode) -> Option<String> {
+    (mode == PutMode::Create).then(|| "*".to_owned())
+}
+
 async fn abort(
     client: &Client,
     bucket: &str,
@@ -626,6 +651,7 @@ struct S3Upload {
     upload_id: String,
     next_part: i32,
     parts: Arc<Mutex<Vec<CompletedPart>>>,
+    mode: PutMode,
 }
 
 #[async_trait]
@@ -675,6 +701,7 @@ impl MultipartUpload for S3Upload {
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
+            .set_if_none_match(if_none_match(self.mode))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))

@@ -19,6 +19,17 @@ pub enum Error {
         /// The key that was asked for.
         key: String,
     },
+    /// A write in [`PutMode::Create`](crate::PutMode::Create) found an object at its key, or
+    /// another write to the key in progress (S3 `412 PreconditionFailed` or `409
+    /// ConditionalRequestConflict` to `If-None-Match: *`): the object there was left untouched.
+    /// Not worth a retry: the key is taken.
+    #[error("{store}: {key:?} already exists (another writer created it); it was left untouched")]
+    AlreadyExists {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
     /// The bucket does not exist (S3 `NoSuchBucket`).
     #[error("S3 bucket {bucket:?} does not exist (or is in another region)")]
     BucketNotFound {
@@ -138,10 +149,17 @@ impl Error {
         }
     }
 
-    /// Whether the store does not implement the operation (`NotImplemented`, HTTP 501): some
-    /// S3-compatible stores lack ListMultipartUploads, for one.
+    /// Whether the store does not implement the operation (`NotImplemented`, HTTP 501; or
+    /// `MethodNotAllowed`, HTTP 405, for a request S3 defines): some S3-compatible stores lack
+    /// ListMultipartUploads, and s3rver 3.7.1 lacks AbortMultipartUpload too.
     pub fn is_not_implemented(&self) -> bool {
-        matches!(self, Error::Service { code, .. } if code == "NotImplemented" || code == "501")
+        matches!(self, Error::Service { code, .. }
+            if matches!(code.as_str(), "NotImplemented" | "501" | "MethodNotAllowed" | "405"))
+    }
+
+    /// Whether a create-only write found its key taken ([`Error::AlreadyExists`]).
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::AlreadyExists { .. })
     }
 
     pub(crate) fn io(

@@ -14,6 +14,10 @@
 //! stream grows so it cannot run out of parts before about 1 TiB, and aborts the upload on every
 //! failure path, including cancellation and being dropped.
 //!
+//! Writes replace what is at their key, or, in [`PutMode::Create`], never do: they fail with
+//! [`Error::AlreadyExists`] instead (S3 `If-None-Match: *` on PutObject and
+//! CompleteMultipartUpload), so that two writers of one key cannot overwrite each other.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use litemaas_s3::{MemoryStore, ObjectStore, UploadOptions, UploadWriter};
@@ -73,6 +77,32 @@ pub struct ObjectMeta {
     pub metadata: Metadata,
 }
 
+/// What a write does when an object is already at its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace it, as a plain S3 PUT does.
+    #[default]
+    Overwrite,
+    /// Leave it untouched and fail with [`Error::AlreadyExists`]. On S3 the request carries
+    /// `If-None-Match: *` (PutObject, CompleteMultipartUpload): AWS S3 and moto 5.2.5 refuse it
+    /// with `412 PreconditionFailed`, while an S3-compatible store that ignores the header
+    /// (s3rver 3.7.1) overwrites. The local and memory stores check and write in one step.
+    Create,
+}
+
+/// Fails with [`Error::AlreadyExists`] when `key` holds an object: the non-atomic fallback of
+/// the trait's provided create methods.
+async fn refuse_existing<S: ObjectStore + ?Sized>(store: &S, key: &str) -> Result<()> {
+    match store.head(key).await {
+        Ok(_) => Err(Error::AlreadyExists {
+            store: store.describe(),
+            key: key.to_owned(),
+        }),
+        Err(Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A multipart upload that was started and neither completed nor aborted (a crash leaves these).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PendingUpload {
@@ -126,16 +156,52 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Checks, before any work, that the store exists and can be reached.
     async fn check(&self) -> Result<()>;
 
-    /// Stores a small object in one request.
+    /// Stores a small object in one request, replacing any object at `key`.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
 
-    /// Starts a multipart upload to `key` whose object will carry `metadata`. Nothing is
-    /// visible at `key` until it completes, and then with its metadata.
+    /// Stores a small object in one request, as `mode` says.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] in [`PutMode::Create`] when `key` is taken.
+    ///
+    /// The provided implementation, for stores that cannot create atomically, looks with
+    /// [`head`](Self::head) before it calls [`put`](Self::put): a writer in between is not seen.
+    /// The stores of this crate override it with a check and write in one step.
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode) -> Result<()> {
+        if mode == PutMode::Create {
+            refuse_existing(self, key).await?;
+        }
+        self.put(key, data).await
+    }
+
+    /// Starts a multipart upload to `key` whose object will carry `metadata`, replacing any
+    /// object at `key` when it completes. Nothing is visible at `key` until it completes, and
+    /// then with its metadata.
     async fn put_multipart_with(
         &self,
         key: &str,
         metadata: &Metadata,
     ) -> Result<Box<dyn MultipartUpload>>;
+
+    /// Starts a multipart upload as [`put_multipart_with`](Self::put_multipart_with) does; in
+    /// [`PutMode::Create`] its [`complete`](MultipartUpload::complete) fails with
+    /// [`Error::AlreadyExists`], leaving the object there untouched and the upload open (to be
+    /// aborted), when `key` was taken in the meantime.
+    ///
+    /// The provided implementation, for stores that cannot create atomically, only looks with
+    /// [`head`](Self::head) when the upload starts. The stores of this crate check at completion,
+    /// in one step with the write.
+    async fn put_multipart_opts(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+        mode: PutMode,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        if mode == PutMode::Create {
+            refuse_existing(self, key).await?;
+        }
+        self.put_multipart_with(key, metadata).await
+    }
 
     /// Starts a multipart upload to `key`, without metadata.
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>> {
@@ -201,6 +267,76 @@ pub fn validate_key(key: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store of someone else's that implements only the required methods.
+    #[derive(Debug, Default)]
+    struct Minimal(MemoryStore);
+
+    #[async_trait]
+    impl ObjectStore for Minimal {
+        fn describe(&self) -> String {
+            "minimal://".into()
+        }
+        async fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+            self.0.put(key, data).await
+        }
+        async fn put_multipart_with(
+            &self,
+            key: &str,
+            metadata: &Metadata,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_with(key, metadata).await
+        }
+        async fn get(&self, key: &str) -> Result<GetResult> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list_pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+            self.0.list_pending_uploads(prefix).await
+        }
+        async fn abort_pending_upload(&self, upload: &PendingUpload) -> Result<()> {
+            self.0.abort_pending_upload(upload).await
+        }
+    }
+
+    /// The provided create methods look before they write: a taken key is refused and left as
+    /// it was (without the atomicity of the crate's own stores).
+    #[tokio::test]
+    async fn the_provided_create_methods_refuse_a_taken_key() {
+        let store = Minimal::default();
+        store
+            .put_opts("k", Bytes::from_static(b"first"), PutMode::Create)
+            .await
+            .unwrap();
+        let err = store
+            .put_opts("k", Bytes::from_static(b"second"), PutMode::Create)
+            .await
+            .unwrap_err();
+        assert!(err.is_already_exists(), "{err:?}");
+        let err = store
+            .put_multipart_opts("k", &Metadata::new(), PutMode::Create)
+            .await
+            .unwrap_err();
+        assert!(err.is_already_exists(), "{err:?}");
+        assert_eq!(store.get_bytes("k").await.unwrap(), "first");
+        assert!(store.list_pending_uploads("").await.unwrap().is_empty());
+        store
+            .put_opts("k", Bytes::from_static(b"third"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(store.get_bytes("k").await.unwrap(), "third");
+    }
 
     #[test]
     fn keys_are_validated() {

@@ -2,7 +2,9 @@
 //! `<root>/.uploads/`, is `fsync`ed, then renamed into place (and the directory `fsync`ed), so a
 //! key holds either nothing or a complete object, whatever happens to the machine. An object's
 //! user metadata lives beside it in `<root>/.metadata/<key>.json`, written before the object is
-//! renamed into place.
+//! renamed into place. A create-only write ([`PutMode::Create`]) is decided under an exclusive
+//! lock on `<root>/.metadata/.create.lock` (so that two creators cannot both write the key's
+//! metadata), and its data is hard-linked into place, which fails if anything is at the key.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,12 +19,14 @@ use futures::TryStreamExt;
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result,
-    UploadPart, validate_key,
+    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, PutMode,
+    Result, UploadPart, validate_key,
 };
 
 const UPLOADS: &str = ".uploads";
 const METADATA: &str = ".metadata";
+/// Under [`METADATA`]: held while a create-only write checks its key and writes.
+const CREATE_LOCK: &str = ".create.lock";
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A store in a directory: key `a/b.sql.gz` is the file `<root>/a/b.sql.gz`.
@@ -112,7 +116,8 @@ impl LocalStore {
     }
 
     /// Makes a finished temporary file visible at `key` with its metadata: fsync, metadata,
-    /// rename, fsync the directory.
+    /// rename (or, in [`PutMode::Create`], under the create lock: check, metadata, hard link),
+    /// fsync the directory. A refused create leaves the temporary files to the caller.
     fn commit(
         &self,
         temp: &Path,
@@ -120,18 +125,58 @@ impl LocalStore {
         id: &str,
         key: &str,
         metadata: &Metadata,
+        mode: PutMode,
     ) -> Result<()> {
         let target = self.path_of(key)?;
         file.sync_all().map_err(|e| Error::io("fsync", temp, e))?;
-        self.write_metadata(id, key, metadata)?;
         let parent = target.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
-        std::fs::rename(temp, &target).map_err(|e| Error::io("rename into place", &target, e))?;
+        match mode {
+            PutMode::Overwrite => {
+                self.write_metadata(id, key, metadata)?;
+                std::fs::rename(temp, &target)
+                    .map_err(|e| Error::io("rename into place", &target, e))?;
+            }
+            PutMode::Create => {
+                let _lock = self.create_lock()?;
+                let taken = || Error::AlreadyExists {
+                    store: self.describe(),
+                    key: key.to_owned(),
+                };
+                match std::fs::symlink_metadata(&target) {
+                    Ok(_) => return Err(taken()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("stat", &target, e)),
+                }
+                self.write_metadata(id, key, metadata)?;
+                // Fails if a writer that takes no lock got there in between.
+                std::fs::hard_link(temp, &target).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => taken(),
+                    _ => Error::io("link into place", &target, e),
+                })?;
+                std::fs::remove_file(temp).map_err(|e| Error::io("remove", temp, e))?;
+            }
+        }
         fsync_dir(parent)?;
         let key_file = self.uploads_dir().join(format!("{id}.key"));
         let _ = std::fs::remove_file(key_file);
         self.tidy();
         Ok(())
+    }
+
+    /// The exclusive lock of create-only writes, released on drop.
+    fn create_lock(&self) -> Result<File> {
+        let dir = self.root.join(METADATA);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let path = dir.join(CREATE_LOCK);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(file)
     }
 
     fn discard(&self, id: &str) -> Result<()> {
@@ -263,6 +308,10 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_opts(key, data, PutMode::Overwrite).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode) -> Result<()> {
         self.path_of(key)?;
         let this = self.clone();
         let key = key.to_owned();
@@ -271,7 +320,7 @@ impl ObjectStore for LocalStore {
             let result = (&*file)
                 .write_all(&data)
                 .map_err(|e| Error::io("write", &temp, e))
-                .and_then(|()| this.commit(&temp, &file, &id, &key, &Metadata::new()));
+                .and_then(|()| this.commit(&temp, &file, &id, &key, &Metadata::new(), mode));
             if result.is_err() {
                 let _ = this.discard(&id);
             }
@@ -285,6 +334,16 @@ impl ObjectStore for LocalStore {
         key: &str,
         metadata: &Metadata,
     ) -> Result<Box<dyn MultipartUpload>> {
+        self.put_multipart_opts(key, metadata, PutMode::Overwrite)
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+        mode: PutMode,
+    ) -> Result<Box<dyn MultipartUpload>> {
         self.path_of(key)?;
         let this = self.clone();
         let owned = key.to_owned();
@@ -297,6 +356,7 @@ impl ObjectStore for LocalStore {
             file,
             offset: 0,
             metadata: metadata.clone(),
+            mode,
         }))
     }
 
@@ -428,6 +488,7 @@ struct LocalUpload {
     file: Arc<File>,
     offset: u64,
     metadata: Metadata,
+    mode: PutMode,
 }
 
 #[async_trait]
@@ -446,15 +507,16 @@ impl MultipartUpload for LocalUpload {
     }
 
     async fn complete(&mut self) -> Result<()> {
-        let (store, temp, file, id, key, metadata) = (
+        let (store, temp, file, id, key, metadata, mode) = (
             self.store.clone(),
             self.temp.clone(),
             self.file.clone(),
             self.id.clone(),
             self.key.clone(),
             self.metadata.clone(),
+            self.mode,
         );
-        blocking(move || store.commit(&temp, &file, &id, &key, &metadata)).await
+        blocking(move || store.commit(&temp, &file, &id, &key, &metadata, mode)).await
     }
 
     async fn abort(&mut self) -> Result<()> {

@@ -8,15 +8,45 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, Result,
-    UploadPart, validate_key,
+    Error, GetResult, Metadata, MultipartUpload, ObjectMeta, ObjectStore, PendingUpload, PutMode,
+    Result, UploadPart, validate_key,
 };
 
 #[derive(Debug, Default)]
 struct State {
     objects: BTreeMap<String, (Bytes, jiff::Timestamp, Metadata)>,
-    /// upload id → (key, initiated, parts by number, metadata)
-    uploads: BTreeMap<String, (String, jiff::Timestamp, BTreeMap<u32, Bytes>, Metadata)>,
+    /// By upload id.
+    uploads: BTreeMap<String, Upload>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    key: String,
+    initiated: jiff::Timestamp,
+    parts: BTreeMap<u32, Bytes>,
+    metadata: Metadata,
+    mode: PutMode,
+}
+
+impl State {
+    /// Stores an object, or refuses in [`PutMode::Create`] when `key` is taken: one step under
+    /// the store's lock.
+    fn store(
+        &mut self,
+        describe: impl FnOnce() -> String,
+        key: String,
+        object: (Bytes, jiff::Timestamp, Metadata),
+        mode: PutMode,
+    ) -> Result<()> {
+        if mode == PutMode::Create && self.objects.contains_key(&key) {
+            return Err(Error::AlreadyExists {
+                store: describe(),
+                key,
+            });
+        }
+        self.objects.insert(key, object);
+        Ok(())
+    }
 }
 
 /// A store that keeps objects in memory. Cloning shares the same objects.
@@ -67,12 +97,14 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_opts(key, data, PutMode::Overwrite).await
+    }
+
+    async fn put_opts(&self, key: &str, data: Bytes, mode: PutMode) -> Result<()> {
         validate_key(key)?;
-        self.lock().objects.insert(
-            key.to_owned(),
-            (data, jiff::Timestamp::now(), Metadata::new()),
-        );
-        Ok(())
+        let object = (data, jiff::Timestamp::now(), Metadata::new());
+        self.lock()
+            .store(|| self.describe(), key.to_owned(), object, mode)
     }
 
     async fn put_multipart_with(
@@ -80,16 +112,27 @@ impl ObjectStore for MemoryStore {
         key: &str,
         metadata: &Metadata,
     ) -> Result<Box<dyn MultipartUpload>> {
+        self.put_multipart_opts(key, metadata, PutMode::Overwrite)
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+        mode: PutMode,
+    ) -> Result<Box<dyn MultipartUpload>> {
         validate_key(key)?;
         let id = format!("mem-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         self.lock().uploads.insert(
             id.clone(),
-            (
-                key.to_owned(),
-                jiff::Timestamp::now(),
-                BTreeMap::new(),
-                metadata.clone(),
-            ),
+            Upload {
+                key: key.to_owned(),
+                initiated: jiff::Timestamp::now(),
+                parts: BTreeMap::new(),
+                metadata: metadata.clone(),
+                mode,
+            },
         );
         Ok(Box::new(MemoryUpload {
             store: self.clone(),
@@ -154,11 +197,11 @@ impl ObjectStore for MemoryStore {
         let mut pending: Vec<_> = state
             .uploads
             .iter()
-            .filter(|(_, (key, _, _, _))| key.starts_with(prefix))
-            .map(|(id, (key, initiated, _, _))| PendingUpload {
-                key: key.clone(),
+            .filter(|(_, upload)| upload.key.starts_with(prefix))
+            .map(|(id, upload)| PendingUpload {
+                key: upload.key.clone(),
                 upload_id: id.clone(),
-                initiated: *initiated,
+                initiated: upload.initiated,
             })
             .collect();
         pending.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
@@ -188,7 +231,7 @@ impl MultipartUpload for MemoryUpload {
         Box::pin(async move {
             match store.lock().uploads.get_mut(&id) {
                 Some(upload) => {
-                    upload.2.insert(number, data);
+                    upload.parts.insert(number, data);
                     Ok(())
                 }
                 None => Err(Error::NotFound {
@@ -201,17 +244,23 @@ impl MultipartUpload for MemoryUpload {
 
     async fn complete(&mut self) -> Result<()> {
         let mut state = self.store.lock();
-        let (key, _, parts, metadata) = state
+        let upload = state
             .uploads
-            .remove(&self.id)
+            .get(&self.id)
             .ok_or_else(|| self.store.not_found(&format!("upload {}", self.id)))?;
-        let mut all = BytesMut::with_capacity(parts.values().map(Bytes::len).sum());
-        for part in parts.values() {
+        let mut all = BytesMut::with_capacity(upload.parts.values().map(Bytes::len).sum());
+        for part in upload.parts.values() {
             all.extend_from_slice(part);
         }
-        state
-            .objects
-            .insert(key, (all.freeze(), jiff::Timestamp::now(), metadata));
+        let object = (
+            all.freeze(),
+            jiff::Timestamp::now(),
+            upload.metadata.clone(),
+        );
+        let (key, mode) = (upload.key.clone(), upload.mode);
+        // Refused, the upload stays open (as on S3) until it is aborted.
+        state.store(|| self.store.describe(), key, object, mode)?;
+        state.uploads.remove(&self.id);
         Ok(())
     }
 

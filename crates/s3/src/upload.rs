@@ -235,8 +235,14 @@ impl UploadWriter {
 
     /// Aborts on a failure path, where the failure itself is what gets reported.
     async fn abort_inner(&mut self) {
-        if let Err(e) = self.abort_now().await {
-            tracing::warn!(error = %e, "could not abort the multipart upload; litemaas-prune removes it later");
+        match self.abort_now().await {
+            Ok(()) => {}
+            Err(e) if e.is_not_implemented() => {
+                tracing::warn!(error = %e, "the store cannot abort multipart uploads; the parts stay until a lifecycle rule of the bucket removes them");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not abort the multipart upload; litemaas-prune removes it later");
+            }
         }
     }
 }
