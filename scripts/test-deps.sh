@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs, idempotently, what the test suite needs: PostgreSQL 15 (Debian packages) and a Python
-# virtualenv holding moto[server]==5.2.5 (the S3 test server) and the aws CLI.
+# Installs, idempotently, what the test suite needs: PostgreSQL 15 (Debian packages), a Python
+# virtualenv holding moto[server]==5.2.5 (the S3 test server) and the aws CLI, and s3rver 3.7.1
+# (npm; a second, independent S3 implementation) under $LITEMAAS_TEST_HOME/s3rver.
 # Safe to run again: each step checks first. Prints where things are; changes nothing else.
 set -euo pipefail
 
 LITEMAAS_TEST_HOME="${LITEMAAS_TEST_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/litemaas-backup}"
 VENV="$LITEMAAS_TEST_HOME/venv"
 MOTO_VERSION="5.2.5"   # 5.2.1 returns a CompleteMultipartUpload body the Rust SDK rejects
+S3RVER_VERSION="3.7.1" # crates/testkit/src/s3.rs names it too
+S3RVER_DIR="$LITEMAAS_TEST_HOME/s3rver"
 PG_BIN="/usr/lib/postgresql/15/bin"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -44,4 +47,17 @@ then
   "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" awscli
 fi
 
-echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), kubectl $(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1)" >&2
+s3rver_version() {
+  node -p "require('$S3RVER_DIR/node_modules/s3rver/package.json').version" 2>/dev/null
+}
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "test-deps: installing Node.js and npm (for s3rver)" >&2
+  apt_install nodejs npm
+fi
+if [ "$(s3rver_version)" != "$S3RVER_VERSION" ] || [ ! -x "$S3RVER_DIR/node_modules/.bin/s3rver" ]; then
+  echo "test-deps: installing s3rver@$S3RVER_VERSION into $S3RVER_DIR" >&2
+  mkdir -p "$S3RVER_DIR"
+  npm install --prefix "$S3RVER_DIR" --no-audit --no-fund --loglevel=error --save-exact "s3rver@$S3RVER_VERSION" >/dev/null
+fi
+
+echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), kubectl $(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1), s3rver $(s3rver_version)" >&2
