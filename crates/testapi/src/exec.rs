@@ -6,6 +6,14 @@
 //! When the client goes away (Close frame, broken socket) the command is not killed, as a
 //! kubelet does not kill it: its stdin is closed, its output pipes are closed at its next write,
 //! and it runs until it exits by itself. The server kills what still runs when it shuts down.
+//!
+//! Each command runs in a process group of its own, standing for what it started in the
+//! container: it counts as running ([`TestApiServer::exec_running`]) until every process of
+//! its group has exited, not only the command itself (a shell that exits while its background
+//! `pg_dump` runs on has left a process running in the container), and the server's shutdown
+//! kills the whole group.
+//!
+//! [`TestApiServer::exec_running`]: crate::TestApiServer::exec_running
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -115,23 +123,81 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::Binary(v.into())
 }
 
-/// One exec'd command, from the request until its process is reaped: counted in
-/// `Shared::exec_running` for [`TestApiServer::wait_exec_idle`](crate::TestApiServer::wait_exec_idle).
-pub(crate) struct Running(Arc<Shared>);
+/// One exec'd command, from the request until every process of its group has exited: counted
+/// in `Shared::exec_running` for
+/// [`TestApiServer::wait_exec_idle`](crate::TestApiServer::wait_exec_idle).
+pub(crate) struct Running {
+    shared: Arc<Shared>,
+    /// The command's process group, once it was spawned.
+    group: Option<u32>,
+}
 
 impl Running {
     fn new(shared: Arc<Shared>) -> Self {
         shared.exec_running.send_modify(|n| *n += 1);
-        Self(shared)
+        Self {
+            shared,
+            group: None,
+        }
+    }
+
+    /// Waits until no process of the group is left; at the server's shutdown, kills them.
+    async fn group_gone(&self) {
+        let Some(group) = self.group else { return };
+        let mut killed = false;
+        while !members(group).is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                () = self.shared.shutdown.cancelled(), if !killed => {
+                    kill_group(group);
+                    killed = true;
+                }
+            }
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0
+        // Only when the task was dropped with processes left (the runtime went away): nothing
+        // survives the "cluster".
+        if let Some(group) = self.group
+            && !members(group).is_empty()
+        {
+            kill_group(group);
+        }
+        self.shared
             .exec_running
             .send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// Live processes (zombies do not count) in process group `group`.
+fn members(group: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid pgrp ...", where comm may hold anything but ')'.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let pgrp: u32 = fields.nth(1)?.parse().ok()?;
+            (state != "Z" && pgrp == group).then_some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILL to a whole process group (through `sh`'s `kill`: this crate has no unsafe code).
+fn kill_group(group: u32) {
+    let _ = std::process::Command::new("sh")
+        .args(["-c", "kill -s KILL -- \"-$1\" 2>/dev/null", "kill-group"])
+        .arg(group.to_string())
+        .stdin(Stdio::null())
+        .status();
 }
 
 /// How the client side of an exec ended.
@@ -142,8 +208,13 @@ enum End {
     ClientGone,
 }
 
-async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>, running: Running) {
-    let shared = running.0.clone();
+async fn run(
+    socket: WebSocket,
+    record: ExecRecord,
+    env: Vec<(String, String)>,
+    mut running: Running,
+) {
+    let shared = running.shared.clone();
     let v5 = socket.protocol().and_then(|p| p.to_str().ok()) == Some("v5.channel.k8s.io");
     let (mut sink, mut incoming) = socket.split();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
@@ -184,10 +255,15 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>, 
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // What the command starts stays in this group (a container's processes).
+        .process_group(0)
         // Only if this task is dropped (the runtime shuts down) while the command runs.
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
-        Ok(child) => child,
+        Ok(child) => {
+            running.group = child.id();
+            child
+        }
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
                 "message": format!("failed to exec in container: exec: \"{}\": {e}", record.command[0])});
@@ -225,6 +301,9 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>, 
             status = child.wait() => break End::Exited(status),
             () = shared.shutdown.cancelled() => {
                 // The server (the "cluster") is going away: nothing survives it.
+                if let Some(group) = running.group {
+                    kill_group(group);
+                }
                 let _ = child.start_kill();
                 break End::Exited(child.wait().await);
             }
@@ -268,6 +347,9 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>, 
             tokio::select! {
                 _ = child.wait() => {}
                 () = shared.shutdown.cancelled() => {
+                    if let Some(group) = running.group {
+                        kill_group(group);
+                    }
                     let _ = child.start_kill();
                     let _ = child.wait().await;
                 }
@@ -278,6 +360,8 @@ async fn run(socket: WebSocket, record: ExecRecord, env: Vec<(String, String)>, 
             let _ = writer.await;
         }
     }
+    // What the command left running in its group still runs "in the container".
+    running.group_gone().await;
     drop(running);
 }
 

@@ -1,6 +1,8 @@
 //! What happens to an exec'd command when its client goes away, with real programs: as with a
 //! kubelet, the command is not killed. It sees EOF on stdin, its output pipes break at its next
-//! write, and it runs until it exits by itself; only the server's shutdown kills it.
+//! write, and it runs until it exits by itself; only the server's shutdown kills it. What the
+//! command started in the background (its process group) counts as running as long as it runs,
+//! and is killed with the server too.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -161,6 +163,74 @@ async fn commands_still_running_are_killed_when_the_server_is_dropped() {
             start.elapsed() < DEADLINE,
             "process {} survived the server",
             pid.trim()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `pid` is a live process (a zombie waiting for its reaper is not).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// Starts a command that leaves `sleep 60` running in the background and exits at once; returns
+/// the sleep's pid after the command's exit status arrived.
+async fn leave_a_process_behind(pods: &Api<Pod>, dir: &Path) -> String {
+    let pid_file = dir.join("pid");
+    let script = format!(
+        "sleep 60 </dev/null >/dev/null 2>&1 & echo $! > '{}'",
+        pid_file.display()
+    );
+    let mut process = pods
+        .exec("db-0", sh(&script), &AttachParams::default().stderr(true))
+        .await
+        .unwrap();
+    let status = process.take_status().unwrap();
+    let status = tokio::time::timeout(DEADLINE, status).await.unwrap();
+    assert_eq!(status.unwrap().status.as_deref(), Some("Success"));
+    process.join().await.unwrap();
+    wait_for_file(&pid_file, |c| c.ends_with('\n'))
+        .await
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_command_counts_as_running_until_what_it_left_behind_has_exited() {
+    let (server, pods) = server_with_pod().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid = leave_a_process_behind(&pods, dir.path()).await;
+    assert!(alive(&pid));
+
+    // The shell has exited, but a process it started still runs "in the container".
+    assert!(!server.wait_exec_idle(Duration::from_millis(300)).await);
+    assert_eq!(server.exec_running(), 1);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(server.wait_exec_idle(DEADLINE).await);
+    assert!(!alive(&pid));
+}
+
+#[tokio::test]
+async fn what_a_command_left_behind_is_killed_when_the_server_is_dropped() {
+    let (server, pods) = server_with_pod().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid = leave_a_process_behind(&pods, dir.path()).await;
+
+    drop(server);
+    let start = Instant::now();
+    while alive(&pid) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "process {pid} survived the server"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
