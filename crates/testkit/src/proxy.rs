@@ -8,6 +8,11 @@
 //! S3 operation ([`Op`]), recorded ([`FaultProxy::log`]), counted, and checked against the
 //! [`Rule`]s added so far: the first rule that applies decides the [`Fault`].
 //!
+//! It is also a witness where the upstream is not faithful: moto reports one fixed `Initiated`
+//! time (2010-11-10) for every multipart upload, so the proxy notes when it saw each upload's
+//! CreateMultipartUpload and writes that time into the `<Initiated>` of ListMultipartUploads
+//! replies (or the time a test sets with [`FaultProxy::set_initiated`]).
+//!
 //! The proxy runs on a thread of its own (its own Tokio runtime), so it serves synchronous
 //! tests and child processes as well as async tests. It stops when dropped.
 //!
@@ -27,7 +32,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -40,7 +45,7 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long a reset waits after writing a partial response, so the client reads it first.
 const PARTIAL_GRACE: Duration = Duration::from_millis(100);
@@ -113,6 +118,9 @@ pub enum Fault {
     /// Wait this long before forwarding (the request body is not read meanwhile, so an upload
     /// stalls once the socket buffers are full).
     Stall(Duration),
+    /// Wait until [`FaultProxy::release`] is called, then forward: lets a test act at a chosen
+    /// moment of a client's work (another writer takes a key before a Complete goes through).
+    Hold,
     /// Do not forward; answer `200 OK` with an `<Error><Code>InternalError</Code>…` body, as S3
     /// may for CompleteMultipartUpload (and CopyObject, UploadPartCopy).
     CompleteErrorIn200,
@@ -190,6 +198,8 @@ struct State {
     /// `host:port` of the upstream.
     upstream: String,
     inner: Mutex<Inner>,
+    /// Bumped by [`FaultProxy::release`]; held requests wait for it to change.
+    released: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -197,6 +207,16 @@ struct Inner {
     rules: Vec<(Rule, usize)>,
     log: Vec<Seen>,
     counts: HashMap<Op, usize>,
+    /// Multipart uploads started through the proxy, by upload id.
+    uploads: HashMap<String, Started>,
+}
+
+/// A multipart upload the proxy saw start.
+#[derive(Debug, Clone)]
+struct Started {
+    key: String,
+    /// When its CreateMultipartUpload arrived, or what a test set.
+    initiated: SystemTime,
 }
 
 impl State {
@@ -216,6 +236,7 @@ impl FaultProxy {
         let state = Arc::new(State {
             upstream: upstream_authority,
             inner: Mutex::default(),
+            released: watch::Sender::new(0),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -286,6 +307,62 @@ impl FaultProxy {
     /// How many requests of `op` were seen (faulted ones included).
     pub fn count(&self, op: Op) -> usize {
         self.state.lock().counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Waits (blocking, polling) until `n` requests of `op` were seen.
+    ///
+    /// # Errors
+    /// Fewer were seen within `timeout`.
+    pub fn wait_for(&self, op: Op, n: usize, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while self.count(op) < n {
+            if start.elapsed() > timeout {
+                bail!(
+                    "{} {op:?} request(s) seen within {timeout:?}, not {n}",
+                    self.count(op)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Lets every request held by [`Fault::Hold`] go on; requests a `Hold` rule hits later
+    /// wait for the next call.
+    pub fn release(&self) {
+        self.state
+            .released
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Makes ListMultipartUploads replies say that uploads were started `at`: the upload with
+    /// this id, or every upload to this key, among those started through the proxy.
+    ///
+    /// # Errors
+    /// No such upload was seen.
+    pub fn set_initiated(&self, upload_id_or_key: &str, at: SystemTime) -> Result<()> {
+        let mut inner = self.state.lock();
+        let mut found = false;
+        for (id, started) in &mut inner.uploads {
+            if id == upload_id_or_key || started.key == upload_id_or_key {
+                started.initiated = at;
+                found = true;
+            }
+        }
+        if !found {
+            bail!("no multipart upload with id or key {upload_id_or_key:?} went through the proxy");
+        }
+        Ok(())
+    }
+
+    /// The multipart uploads started through the proxy: (key, upload id), in no set order.
+    pub fn uploads(&self) -> Vec<(String, String)> {
+        self.state
+            .lock()
+            .uploads
+            .iter()
+            .map(|(id, started)| (started.key.clone(), id.clone()))
+            .collect()
     }
 
     /// Requests seen per operation.
@@ -442,13 +519,20 @@ async fn handle(
     kill: mpsc::UnboundedSender<Kill>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let fault = admit(&state, &req);
+    let (op, fault) = admit(&state, &req);
+    let seen_at = SystemTime::now();
     let version = req.version();
     let mut response = match fault {
-        None => forward(&state, req).await,
+        None => witness(&state, op, seen_at, forward(&state, req).await).await,
         Some(Fault::Stall(delay)) => {
             tokio::time::sleep(delay).await;
-            forward(&state, req).await
+            witness(&state, op, seen_at, forward(&state, req).await).await
+        }
+        Some(Fault::Hold) => {
+            let mut released = state.released.subscribe();
+            let held_at = *released.borrow_and_update();
+            let _ = released.wait_for(|generation| *generation != held_at).await;
+            witness(&state, op, seen_at, forward(&state, req).await).await
         }
         Some(Fault::Status(code)) => {
             drain(req).await;
@@ -514,7 +598,7 @@ async fn die(
 }
 
 /// Classifies, counts and logs a request, and picks its fault.
-fn admit(state: &State, req: &Request<Incoming>) -> Option<Fault> {
+fn admit(state: &State, req: &Request<Incoming>) -> (Op, Option<Fault>) {
     let op = classify(req.method(), req.uri(), req.headers());
     let mut inner = state.lock();
     *inner.counts.entry(op).or_default() += 1;
@@ -552,7 +636,94 @@ fn admit(state: &State, req: &Request<Incoming>) -> Option<Fault> {
         headers,
         fault: chosen.map(|f| format!("{f:?}")),
     });
-    chosen
+    (op, chosen)
+}
+
+/// What the proxy notes of, and changes in, a reply it forwards: the start of multipart
+/// uploads (seen at `seen_at`), and their true start times in ListMultipartUploads replies.
+async fn witness(
+    state: &State,
+    op: Op,
+    seen_at: SystemTime,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    if !matches!(op, Op::CreateMultipartUpload | Op::ListMultipartUploads)
+        || !response.status().is_success()
+    {
+        return response;
+    }
+    let (mut head, body) = collect(response).await;
+    let text = String::from_utf8_lossy(&body);
+    let body = if op == Op::CreateMultipartUpload {
+        if let (Some(key), Some(id)) = (xml_text(&text, "Key"), xml_text(&text, "UploadId")) {
+            state.lock().uploads.insert(
+                id,
+                Started {
+                    key,
+                    initiated: seen_at,
+                },
+            );
+        }
+        body
+    } else {
+        let initiated: HashMap<String, SystemTime> = state
+            .lock()
+            .uploads
+            .iter()
+            .map(|(id, started)| (id.clone(), started.initiated))
+            .collect();
+        Bytes::from(rewrite_initiated(&text, &initiated))
+    };
+    head.headers.remove(TRANSFER_ENCODING);
+    head.headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(head, Either::Right(Full::new(body)))
+}
+
+/// The text of the first `<tag>` element, with XML's predefined entities decoded.
+fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Replaces the `<Initiated>` of each `<Upload>` whose `<UploadId>` is in `initiated`.
+fn rewrite_initiated(xml: &str, initiated: &HashMap<String, SystemTime>) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<Upload>") {
+        let Some(len) = rest[start..].find("</Upload>") else {
+            break;
+        };
+        let end = start + len + "</Upload>".len();
+        out.push_str(&rest[..start]);
+        let upload = &rest[start..end];
+        let at = xml_text(upload, "UploadId").and_then(|id| initiated.get(&id).copied());
+        match (at, xml_text(upload, "Initiated")) {
+            (Some(at), Some(old)) => {
+                let new = aws_sdk_s3::primitives::DateTime::from(at)
+                    .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+                    .unwrap_or(old.clone());
+                out.push_str(&upload.replacen(
+                    &format!("<Initiated>{old}</Initiated>"),
+                    &format!("<Initiated>{new}</Initiated>"),
+                    1,
+                ));
+            }
+            _ => out.push_str(upload),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn has_checksum_headers(headers: &HeaderMap) -> bool {
@@ -801,6 +972,22 @@ mod tests {
         assert_eq!(classify(Method::PUT, "/k"), Op::PutObject);
         assert_eq!(classify(Method::GET, "/?list-type=2"), Op::ListObjectsV2);
         assert_eq!(classify(Method::PUT, "/"), Op::Other);
+    }
+
+    #[test]
+    fn initiated_is_rewritten_for_known_uploads_only() {
+        let xml = "<ListMultipartUploadsResult><Bucket>b</Bucket>\
+            <Upload><Key>a&amp;b</Key><UploadId>known</UploadId><Initiated>2010-11-10T20:48:33.000Z</Initiated></Upload>\
+            <Upload><Key>c</Key><UploadId>other</UploadId><Initiated>2010-11-10T20:48:33.000Z</Initiated></Upload>\
+            <IsTruncated>false</IsTruncated></ListMultipartUploadsResult>";
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_767_225_600_250);
+        let out = rewrite_initiated(xml, &HashMap::from([("known".to_owned(), at)]));
+        assert_eq!(
+            out,
+            xml.replacen("2010-11-10T20:48:33.000Z", "2026-01-01T00:00:00.25Z", 1)
+        );
+        assert_eq!(xml_text(xml, "Key").as_deref(), Some("a&b"));
+        assert_eq!(xml_text(xml, "Nothing"), None);
     }
 
     #[test]

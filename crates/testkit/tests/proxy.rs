@@ -798,3 +798,155 @@ async fn stops_on_drop() {
     drop(proxy);
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+/// The lost-reply case with `If-None-Match: *`: the retried Complete finds the key taken — by
+/// its own first attempt. moto 5.2.5 answers 200 again (the upload id completed this very
+/// object); should a store answer 412 instead, the backup tells its own object from another
+/// run's by the run mark the object carries.
+#[tokio::test]
+async fn dropped_conditional_complete_reply_is_retried_and_accepted() {
+    let (s3, proxy, bucket) = setup("proxy-lostcond").await;
+    let client = retrying_client(&proxy);
+    let (upload_id, parts) = one_part_upload(&client, &bucket, "k").await;
+    proxy.add_rule(Rule::new(
+        Op::CompleteMultipartUpload,
+        Nth::FirstN(1),
+        Fault::DropReplyAfterForwarding,
+    ));
+    let result = client
+        .complete_multipart_upload()
+        .bucket(&bucket)
+        .key("k")
+        .upload_id(&upload_id)
+        .if_none_match("*")
+        .multipart_upload(parts)
+        .send()
+        .await;
+    eprintln!(
+        "conditional Complete retried after a lost reply: {:?}",
+        result.as_ref().map(drop).map_err(text)
+    );
+    result.unwrap();
+    assert_eq!(proxy.count(Op::CompleteMultipartUpload), 2);
+    let log = proxy.log();
+    assert!(
+        log.iter()
+            .filter(|r| r.op == Op::CompleteMultipartUpload)
+            .all(|r| r.header("if-none-match") == Some("*"))
+    );
+    assert!(exists(s3, &bucket, "k").await);
+}
+
+/// moto's listing says every upload started on 2010-11-10; through the proxy each one says
+/// when the proxy saw it start, or the time a test set.
+#[tokio::test]
+async fn initiated_times_are_when_the_proxy_saw_each_upload_start() {
+    let (s3, proxy, bucket) = setup("proxy-initiated").await;
+    let client = proxy.client();
+    let before = std::time::SystemTime::now();
+    let mut ids = Vec::new();
+    for key in ["a/one", "a/two"] {
+        ids.push(
+            client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .upload_id
+                .unwrap(),
+        );
+    }
+    let after = std::time::SystemTime::now();
+    let mut seen = proxy.uploads();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("a/one".to_owned(), ids[0].clone()),
+            ("a/two".to_owned(), ids[1].clone())
+        ]
+    );
+    let initiated = |client: Client| {
+        let bucket = bucket.clone();
+        async move {
+            let listed = client
+                .list_multipart_uploads()
+                .bucket(&bucket)
+                .send()
+                .await
+                .unwrap();
+            listed
+                .uploads()
+                .iter()
+                .map(|u| {
+                    let t = u.initiated().unwrap();
+                    (
+                        u.key().unwrap().to_owned(),
+                        std::time::SystemTime::try_from(*t).unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // Straight from moto: one fixed time, years ago.
+    for (key, at) in initiated(s3.client()).await {
+        let age = before.duration_since(at).unwrap();
+        assert!(age > Duration::from_secs(365 * 86_400), "{key}: {at:?}");
+    }
+    // Through the proxy: when each started (to the millisecond S3's format keeps).
+    let through = initiated(proxy.client()).await;
+    assert_eq!(through.len(), 2);
+    for (key, at) in &through {
+        assert!(
+            *at + Duration::from_millis(1) >= before && *at <= after,
+            "{key}: {at:?} not within {before:?}..{after:?}"
+        );
+    }
+    // A test can back-date one, by key or by id.
+    let day_ago = before - Duration::from_secs(25 * 3600);
+    proxy.set_initiated("a/one", day_ago).unwrap();
+    proxy
+        .set_initiated(&ids[1], day_ago - Duration::from_secs(60))
+        .unwrap();
+    let through = initiated(proxy.client()).await;
+    let day_ago_ms =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    assert_eq!(
+        through
+            .iter()
+            .map(|(k, t)| (k.as_str(), day_ago_ms(*t)))
+            .collect::<Vec<_>>(),
+        [
+            ("a/one", day_ago_ms(day_ago)),
+            ("a/two", day_ago_ms(day_ago - Duration::from_secs(60)))
+        ]
+    );
+    assert!(proxy.set_initiated("no/such", day_ago).is_err());
+}
+
+/// A held request waits, unforwarded, until the test releases it.
+#[tokio::test(flavor = "multi_thread")]
+async fn hold_waits_for_release() {
+    let (s3, proxy, bucket) = setup("proxy-hold").await;
+    proxy.add_rule(Rule::new(Op::PutObject, Nth::Nth(1), Fault::Hold));
+    let client = proxy.client();
+    let (b, c) = (bucket.clone(), client.clone());
+    let held = tokio::spawn(async move { put(&c, &b, "held", b"1").await });
+    let proxy = std::sync::Arc::new(proxy);
+    let p = proxy.clone();
+    tokio::task::spawn_blocking(move || p.wait_for(Op::PutObject, 1, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished());
+    assert!(!exists(s3, &bucket, "held").await, "not forwarded yet");
+    // Other requests go through meanwhile.
+    put(&client, &bucket, "other", b"2").await.unwrap();
+    proxy.release();
+    held.await.unwrap().unwrap();
+    assert!(exists(s3, &bucket, "held").await);
+    assert_eq!(proxy.log()[0].fault.as_deref(), Some("Hold"));
+}
