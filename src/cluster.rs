@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{self, BackupOptions, BackupReport};
-use crate::lock;
+use crate::lock::{self, LeaseLock};
 use crate::prune::{self, DumpListing, PruneReport};
 
 /// What to back up and how.
@@ -153,12 +153,16 @@ pub struct ClusterReport {
     pub snapshot_retention: Option<Outcome<SnapshotPrune>>,
     /// A signal arrived: whatever was stored stays, retention was skipped.
     pub interrupted: bool,
+    /// The Lease was lost (another run took it over, or it could not be renewed): the run
+    /// stopped, retention was skipped.
+    pub lease_lost: Option<String>,
 }
 
 impl ClusterReport {
     /// Whether every part succeeded.
     pub fn succeeded(&self) -> bool {
         !self.interrupted
+            && self.lease_lost.is_none()
             && self.dumps.iter().all(Outcome::succeeded)
             && self.snapshot.as_ref().is_none_or(Outcome::succeeded)
             && self.dump_retention.iter().all(Outcome::succeeded)
@@ -182,6 +186,11 @@ impl ClusterReport {
             .chain(
                 self.interrupted
                     .then(|| "interrupted by a signal: retention skipped".to_owned()),
+            )
+            .chain(
+                self.lease_lost
+                    .as_ref()
+                    .map(|lost| format!("{lost}: the run stopped, retention skipped")),
             )
             .collect()
     }
@@ -248,14 +257,13 @@ pub async fn run(
 ) -> Result<ClusterReport, ClusterError> {
     let checked = preflight(&client, store, options).await?;
     let ns = options.target.namespace.clone();
-    let guard = lock::acquire(
-        client.clone(),
-        &ns,
-        &options.lease.0,
-        &lock::holder_identity(),
-        options.lease.1,
-    )
-    .await?;
+    // Losing the Lease stops the run as a signal does (`run` is cancelled, `cancel` is not).
+    let signal = cancel;
+    let cancel = &signal.child_token();
+    let guard = LeaseLock::new(client.clone(), &ns, &options.lease.0)
+        .duration(options.lease.1)
+        .acquire(cancel)
+        .await?;
 
     // Dumps, one object each.
     let databases = if options.databases.is_empty() {
@@ -391,13 +399,15 @@ pub async fn run(
         }
         _ => None,
     };
+    let lease_lost = guard.lost().map(|lost| lost.to_string());
     guard.release().await;
     Ok(ClusterReport {
         dumps: dumps.into_iter().map(|(_, o)| o).collect(),
         snapshot,
         dump_retention,
         snapshot_retention,
-        interrupted: cancel.is_cancelled(),
+        interrupted: signal.is_cancelled(),
+        lease_lost,
     })
 }
 

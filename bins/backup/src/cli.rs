@@ -122,6 +122,9 @@ pub struct ClusterArgs {
     #[command(flatten)]
     pub pod: litemaas_cli::PodArgs,
 
+    #[command(flatten)]
+    pub lease: litemaas_cli::LeaseArgs,
+
     /// Label selector of the PVC to snapshot.
     #[arg(
         long,

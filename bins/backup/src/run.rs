@@ -137,6 +137,7 @@ pub async fn cluster(args: Args, namespace: String) -> Result<()> {
     let c = &args.cluster;
     let mut options = ClusterOptions::litemaas(&namespace, now);
     options.target = c.pod.target(&namespace);
+    options.lease.1 = c.lease.lease_duration.unsigned_abs();
     options.databases.clone_from(&c.databases);
     options.pvc_selector = (!c.no_snapshot).then(|| c.pvc_selector.clone());
     options.snapshot_class.clone_from(&c.snapshot_class);

@@ -562,3 +562,68 @@ async fn a_kubeconfig_context_is_chosen_by_name_and_a_wrong_one_is_named() {
     assert!(c.snapshots().is_empty(), "--no-snapshot takes none");
     assert_eq!(c.keys().await.len(), 2, "the dump and its record");
 }
+
+/// Another run takes the Lease over while this one waits for its snapshot: this run learns it
+/// within a renewal period, stops, prunes nothing, and leaves the new holder's Lease alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_stolen_mid_run_stops_the_run_and_nothing_is_deleted() {
+    let c = cluster(
+        "cluster-stolen-lease",
+        SnapshotBehavior::ReadyAfter(Duration::from_secs(60)),
+        Setup::default(),
+    )
+    .await;
+    c.history(12, 3).await;
+    let before = c.keys().await;
+    let run = c
+        .backup()
+        .args(["--lease-duration", "3s", "--snapshot-timeout", "90s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The dump is stored and the snapshot requested: the run now waits for readyToUse.
+    for _ in 0..600 {
+        if c.snapshots().len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.snapshots().len(), 4, "the run's snapshot was requested");
+    let mut lease = c
+        .api
+        .get("coordination.k8s.io", "leases", NS, "litemaas-backup")
+        .unwrap();
+    lease["spec"]["holderIdentity"] = json!("thief-host-9");
+    c.api
+        .replace(
+            "coordination.k8s.io",
+            "leases",
+            NS,
+            "litemaas-backup",
+            lease,
+        )
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), run.wait_with_output())
+        .await
+        .expect("the run stops well before its snapshot would be ready")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("lost the lease litemaas/litemaas-backup to thief-host-9"),
+        "{err}"
+    );
+    // Nothing was pruned: every old dump and snapshot is still there.
+    let after = c.keys().await;
+    for key in &before {
+        assert!(after.contains(key), "{key} was deleted: {after:?}");
+    }
+    assert_eq!(c.snapshots().len(), 4);
+    // The thief's lease is not released by the run that lost it.
+    let lease = c
+        .api
+        .get("coordination.k8s.io", "leases", NS, "litemaas-backup")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "thief-host-9");
+}

@@ -25,6 +25,9 @@ pub struct Args {
     #[arg(long, env = "LITEMAAS_CONTEXT")]
     pub context: Option<String>,
 
+    #[command(flatten)]
+    pub lease: litemaas_cli::LeaseArgs,
+
     /// The backup-type label of the snapshots to prune (others are left alone).
     #[arg(long, env = "LITEMAAS_SCHEDULE_NAME", default_value = "monthly")]
     pub schedule_name: String,

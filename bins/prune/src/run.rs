@@ -2,15 +2,12 @@
 
 use anyhow::{Context, Result};
 use litemaas_backup::cluster::{prune_snapshots, snapshot_selector};
-use litemaas_backup::lock;
 use litemaas_backup::prune::{self, DumpListing};
 use litemaas_backup::retention::RetentionOptions;
 use litemaas_backup::snapshot::Snapshots;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::Args;
-
-/// The Lease of `litemaas-backup --namespace` and `litemaas-restore --namespace`.
-const LEASE: &str = "litemaas-backup";
 
 /// Retention for the dumps (and, with `--namespace`, the snapshots, holding the namespace's
 /// Lease so that no backup or restore runs meanwhile); then the report.
@@ -20,24 +17,27 @@ pub async fn prune(args: Args) -> Result<()> {
         Some(namespace) if !args.dry_run => {
             let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
             Some(
-                lock::acquire(
-                    client,
-                    namespace,
-                    LEASE,
-                    &lock::holder_identity(),
-                    std::time::Duration::from_secs(120),
-                )
-                .await
-                .context("not pruning; nothing was deleted")?,
+                args.lease
+                    .lock(client, namespace)
+                    .acquire(&CancellationToken::new())
+                    .await
+                    .context("not pruning; nothing was deleted")?,
             )
         }
         _ => None,
     };
     let result = prune_holding(&args, now).await;
-    if let Some(guard) = guard {
-        guard.release().await;
+    let Some(guard) = guard else { return result };
+    let lost = guard.lost();
+    guard.release().await;
+    match lost {
+        // Deletions follow the same rules from any run, so a prune that overlapped another
+        // deleted nothing the rules keep; still, say so and fail.
+        Some(lost) => Err(anyhow::anyhow!(
+            "{lost} while pruning: another run may have pruned at the same time"
+        )),
+        None => result,
     }
-    result
 }
 
 async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {

@@ -134,6 +134,9 @@ pub struct TargetArgs {
     #[command(flatten)]
     pub pod: litemaas_cli::PodArgs,
 
+    #[command(flatten)]
+    pub lease: litemaas_cli::LeaseArgs,
+
     /// The psql program (local targets).
     #[arg(
         long,

@@ -118,25 +118,20 @@ async fn sink(args: &TargetArgs) -> Result<Box<dyn SqlSink>> {
 
 /// In cluster mode, the Lease the backup takes too, so that a backup and a restore of the same
 /// namespace never overlap.
-async fn lease(args: &TargetArgs) -> Result<Option<lock::LeaseGuard>> {
+/// Losing it cancels `on_loss`.
+async fn lease(args: &TargetArgs, on_loss: &CancellationToken) -> Result<Option<lock::LeaseGuard>> {
     let Some(namespace) = &args.namespace else {
         return Ok(None);
     };
     let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
-    let guard = lock::acquire(
-        client,
-        namespace,
-        LEASE,
-        &lock::holder_identity(),
-        std::time::Duration::from_secs(120),
-    )
-    .await
-    .context("not restoring; nothing was changed")?;
+    let guard = args
+        .lease
+        .lock(client, namespace)
+        .acquire(on_loss)
+        .await
+        .context("not restoring; nothing was changed")?;
     Ok(Some(guard))
 }
-
-/// The Lease of `litemaas-backup --namespace`.
-const LEASE: &str = "litemaas-backup";
 
 /// Streams the backup into `sink`, with a progress bar on a terminal.
 async fn load(
@@ -174,12 +169,17 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
     let server = sink(&args.target)
         .await
         .context("not restoring; nothing was changed")?;
-    let guard = lease(&args.target).await?;
-    let result = restore_holding(&args, backup, server.as_ref(), &cancel).await;
-    if let Some(guard) = guard {
-        guard.release().await;
+    // Losing the Lease stops the restore as a signal does: the transaction is rolled back.
+    let run = cancel.child_token();
+    let guard = lease(&args.target, &run).await?;
+    let result = restore_holding(&args, backup, server.as_ref(), &run).await;
+    let Some(guard) = guard else { return result };
+    let lost = guard.lost();
+    guard.release().await;
+    match (result, lost) {
+        (Err(e), Some(lost)) => Err(e.context(format!("{lost}: the restore was stopped"))),
+        (result, _) => result,
     }
-    result
 }
 
 async fn restore_holding(

@@ -123,6 +123,31 @@ impl PodArgs {
     }
 }
 
+/// The namespace's Lease, which keeps backups, restores and prunes from overlapping.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseArgs {
+    /// How long the Lease lives without renewal: a crashed run blocks the next one for at most
+    /// this long, and a run that cannot renew it for two thirds of it stops.
+    #[arg(
+        long,
+        env = "LITEMAAS_LEASE_DURATION",
+        default_value = "2m",
+        value_name = "DURATION"
+    )]
+    pub lease_duration: jiff::SignedDuration,
+}
+
+impl LeaseArgs {
+    /// The Lease `litemaas-backup` in `namespace`, held by this process.
+    pub fn lock(&self, client: kube::Client, namespace: &str) -> litemaas_backup::lock::LeaseLock {
+        litemaas_backup::lock::LeaseLock::new(client, namespace, LEASE)
+            .duration(self.lease_duration.unsigned_abs())
+    }
+}
+
+/// The name of the Lease every binary takes in cluster mode.
+pub const LEASE: &str = "litemaas-backup";
+
 /// A Kubernetes client from the kubeconfig (`--context`, else its current context) or, inside a
 /// pod, the service account.
 pub async fn kube_client(context: Option<&str>) -> anyhow::Result<kube::Client> {

@@ -145,7 +145,13 @@ pub(crate) async fn handle(
         }
         _ => match discovery(&path) {
             Some(doc) if method == Method::GET => Ok(json_response(200, &doc)),
-            _ => resource_request(&shared, &method, &uri, &headers, body).await,
+            // As in the real API server, a request whose client went away still completes:
+            // a write in flight lands even if nobody reads the answer.
+            _ => tokio::spawn(async move {
+                resource_request(&shared, &method, &uri, &headers, body).await
+            })
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(&format!("request handler failed: {e}")))),
         },
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -170,6 +176,15 @@ async fn resource_request(
     let target = parse_target(uri.path())?;
     let q = query_pairs(uri);
     let def = target.def;
+    let delay = shared
+        .delays
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(def.plural)
+        .map(|&(reads, writes)| if method == Method::GET { reads } else { writes });
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if def.namespaced && target.name.is_some() && target.namespace.is_none() {
         return Err(ApiError::no_route(uri.path()));
     }
@@ -255,7 +270,19 @@ async fn resource_request(
         }
         ("DELETE", Some(name), None) => {
             authorize(shared, headers, "delete", &target)?;
-            let deleted = shared.store.delete(def, &Key::new(def, &ns, name))?;
+            // DeleteOptions' preconditions: a stale resourceVersion or uid is a 409.
+            let options: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                parse_body(&body)?
+            };
+            let preconditions = &options["preconditions"];
+            let deleted = shared.store.delete_if(
+                def,
+                &Key::new(def, &ns, name),
+                preconditions["resourceVersion"].as_str(),
+                preconditions["uid"].as_str(),
+            )?;
             Ok(json_response(200, &deleted))
         }
         _ => Err(ApiError::method_not_allowed(&format!(

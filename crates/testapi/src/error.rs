@@ -101,6 +101,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message.to_owned(), json!({}))
     }
 
+    /// 500.
+    pub fn internal(message: &str) -> Self {
+        Self::new(500, "InternalError", message.to_owned(), json!({}))
+    }
+
     /// 405.
     pub fn method_not_allowed(message: &str) -> Self {
         Self::new(405, "MethodNotAllowed", message.to_owned(), json!({}))

@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     pub exec_log: Mutex<Vec<ExecRecord>>,
     /// How many exec'd commands have not been reaped yet (counted by `exec::Running`).
     pub exec_running: tokio::sync::watch::Sender<usize>,
+    /// Added latency per resource plural, for reads and for writes (see
+    /// [`TestApiServer::set_delay`]).
+    pub delays: Mutex<HashMap<String, (std::time::Duration, std::time::Duration)>>,
     pub shutdown: CancellationToken,
 }
 
@@ -139,6 +142,7 @@ impl TestApiServer {
             exec_env: Mutex::default(),
             exec_log: Mutex::default(),
             exec_running: tokio::sync::watch::Sender::new(0),
+            delays: Mutex::default(),
             shutdown: CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -173,6 +177,29 @@ impl TestApiServer {
         server.write_kubeconfig(&server.kubeconfig_path(), ADMIN_TOKEN, "default")?;
         server.create_namespace("default")?;
         Ok(server)
+    }
+
+    /// Makes every request on resources named `plural` (e.g. `leases`) wait `delay` before it is
+    /// served, as an overloaded API server does; [`Duration::ZERO`](std::time::Duration::ZERO)
+    /// removes the delay.
+    pub fn set_delay(&self, plural: &str, delay: std::time::Duration) {
+        self.set_delays(plural, delay, delay);
+    }
+
+    /// Like [`set_delay`](Self::set_delay), with one latency for reads (GET) and another for
+    /// writes, as a server whose reads come from a cache and whose writes wait for storage.
+    pub fn set_delays(
+        &self,
+        plural: &str,
+        reads: std::time::Duration,
+        writes: std::time::Duration,
+    ) {
+        let mut delays = self.shared.delays.lock().unwrap_or_else(|p| p.into_inner());
+        if reads.is_zero() && writes.is_zero() {
+            delays.remove(plural);
+        } else {
+            delays.insert(plural.to_owned(), (reads, writes));
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -333,6 +360,28 @@ impl TestApiServer {
         self.shared
             .store
             .get(def, &store::Key::new(def, namespace, name))
+    }
+
+    /// Replaces an object directly, as another client's update would (a `resourceVersion` in
+    /// `object` must be current; the object gets a new one).
+    pub fn replace(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let def = RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .ok_or_else(|| ApiError::no_route(&format!("{group}/{plural}")))?;
+        self.shared.store.update(
+            def,
+            &store::Key::new(def, namespace, name),
+            object,
+            store::Part::Main,
+        )
     }
 
     /// Creates a namespace.

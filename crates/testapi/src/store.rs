@@ -384,7 +384,29 @@ impl Store {
 
     /// Deletes an object and returns it.
     pub fn delete(&self, def: &ResourceDef, key: &Key) -> Result<Value, ApiError> {
+        self.delete_if(def, key, None, None)
+    }
+
+    /// Deletes an object if its resourceVersion and uid match the preconditions given (409
+    /// otherwise, and nothing changes).
+    pub fn delete_if(
+        &self,
+        def: &ResourceDef,
+        key: &Key,
+        resource_version: Option<&str>,
+        uid: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let mut inner = lock(&self.inner);
+        let current = inner
+            .objects
+            .get(key)
+            .ok_or_else(|| ApiError::not_found(def, &key.name))?;
+        let stale = |field: &str, wanted: Option<&str>| {
+            wanted.is_some_and(|w| current["metadata"][field].as_str() != Some(w))
+        };
+        if stale("resourceVersion", resource_version) || stale("uid", uid) {
+            return Err(ApiError::conflict(def, &key.name));
+        }
         let mut old = inner
             .objects
             .remove(key)
