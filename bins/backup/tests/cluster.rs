@@ -314,7 +314,7 @@ async fn a_failed_snapshot_reports_its_message_and_nothing_is_deleted() {
         ..ControllerConfig::default()
     });
     let before = c.keys().await;
-    let out = c.run(&[]).await;
+    let out = c.run(&["--snapshot-timeout", "2s"]).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("rbd: image is busy"),

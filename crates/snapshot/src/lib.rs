@@ -2,9 +2,10 @@
 //!
 //! CSI `VolumeSnapshot`s of the database volume, checked rather than fired and forgotten:
 //! [`Snapshots::create`] cuts one, [`Snapshots::wait_ready`] watches it (no sleep-polling) until
-//! `readyToUse`, surfaces `status.error` at once, and gives up after a timeout, naming the
-//! snapshot; [`Snapshots::list`] and [`Snapshots::delete`] serve retention, whose view of a
-//! snapshot is [`retention_item`]: complete only when ready, failed when it has an error.
+//! `readyToUse` (a `status.error` is logged but, as the external-snapshotter retries, not final)
+//! and gives up after a timeout, naming the snapshot and the snapshotter's last error;
+//! [`Snapshots::list`] and [`Snapshots::delete`] serve retention, whose view of a snapshot is
+//! [`retention_item`]: complete only when ready, failed when not ready with an error.
 //!
 //! ```no_run
 //! # async fn demo(client: kube::Client) -> Result<(), litemaas_snapshot::Error> {
@@ -97,14 +98,16 @@ pub fn snapshot_name(at: jiff::Timestamp) -> String {
     format!("litemaas-snapshot-{}", at.strftime("%Y%m%d-%H%M%S"))
 }
 
-/// Retention's view of a snapshot: time from `creationTimestamp`; complete only when
-/// `readyToUse`; failed when it reports an error; otherwise not ready.
+/// Retention's view of a snapshot: time from `creationTimestamp`; complete when `readyToUse`
+/// (even with a `status.error` left from an attempt the snapshotter retried past: that field is
+/// the last error, not the current one); failed when not ready and reporting an error;
+/// otherwise not ready.
 pub fn retention_item(snapshot: &VolumeSnapshot) -> Item {
     let time = snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let status = snapshot.status.as_ref();
     let state = match status {
-        Some(s) if s.error.is_some() => State::Failed,
         Some(s) if s.ready_to_use == Some(true) => State::Complete,
+        Some(s) if s.error.is_some() => State::Failed,
         _ => State::NotReady,
     };
     Item::new(
@@ -218,24 +221,56 @@ impl Snapshots {
         Ok(created)
     }
 
-    /// Watches `name` until it is `readyToUse`, fails, or `timeout` passes.
+    /// Watches `name` until it is `readyToUse` or `timeout` passes.
+    ///
+    /// A `status.error` is not final: the external-snapshotter keeps retrying the CSI driver's
+    /// CreateSnapshot after most errors and the snapshot may still become ready (with the old
+    /// error left in place), so an error is logged and the wait goes on. The last error seen is
+    /// what the failure reports when the time is up.
     ///
     /// # Errors
-    /// [`Error::Failed`] with the snapshotter's message as soon as it reports one;
-    /// [`Error::Timeout`] naming the snapshot.
+    /// [`Error::Failed`] with the snapshotter's last message when it reported one and the
+    /// snapshot never became ready in time (or was deleted); [`Error::Timeout`] naming the
+    /// snapshot otherwise.
     pub async fn wait_ready(&self, name: &str, timeout: Duration) -> Result<VolumeSnapshot> {
-        let settled = |o: Option<&VolumeSnapshot>| {
-            o.and_then(|s| s.status.as_ref())
-                .is_some_and(|s| s.ready_to_use == Some(true) || s.error.is_some())
+        let last_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let ready = {
+            let last_error = last_error.clone();
+            let name = name.to_owned();
+            move |o: Option<&VolumeSnapshot>| {
+                let status = o.and_then(|s| s.status.as_ref());
+                if let Some(error) = status.and_then(|s| s.error.as_ref()) {
+                    let message = error.message.clone().unwrap_or_else(|| "no message".into());
+                    let mut last = last_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.as_deref() != Some(message.as_str()) {
+                        tracing::warn!(
+                            snapshot = name,
+                            error = message,
+                            "the snapshotter reported an error; it retries, so still waiting for readyToUse"
+                        );
+                        *last = Some(message);
+                    }
+                }
+                status.is_some_and(|s| s.ready_to_use == Some(true)) || o.is_none()
+            }
         };
-        let waited =
-            tokio::time::timeout(timeout, await_condition(self.api(), name, settled)).await;
+        let waited = tokio::time::timeout(timeout, await_condition(self.api(), name, ready)).await;
+        let last_error = last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let found = match waited {
             Err(_) => {
-                return Err(Error::Timeout {
-                    namespace: self.namespace.clone(),
-                    name: name.to_owned(),
-                    waited: timeout,
+                return Err(match last_error {
+                    Some(message) => Error::Failed {
+                        namespace: self.namespace.clone(),
+                        name: name.to_owned(),
+                        message: format!(
+                            "{message} (still not readyToUse after {timeout:?} of the snapshotter's retries)"
+                        ),
+                    },
+                    None => Error::Timeout {
+                        namespace: self.namespace.clone(),
+                        name: name.to_owned(),
+                        waited: timeout,
+                    },
                 });
             }
             Ok(Err(source)) => {
@@ -247,19 +282,14 @@ impl Snapshots {
             }
             Ok(Ok(found)) => found,
         };
-        let snapshot = found.ok_or_else(|| Error::Failed {
+        found.ok_or_else(|| Error::Failed {
             namespace: self.namespace.clone(),
             name: name.to_owned(),
-            message: "it was deleted while waiting".into(),
-        })?;
-        if let Some(error) = snapshot.status.as_ref().and_then(|s| s.error.as_ref()) {
-            return Err(Error::Failed {
-                namespace: self.namespace.clone(),
-                name: name.to_owned(),
-                message: error.message.clone().unwrap_or_else(|| "no message".into()),
-            });
-        }
-        Ok(snapshot)
+            message: match last_error {
+                Some(message) => format!("it was deleted while waiting (last error: {message})"),
+                None => "it was deleted while waiting".into(),
+            },
+        })
     }
 
     /// Snapshots with the labels, oldest first (by creationTimestamp, then name).

@@ -20,6 +20,10 @@ pub enum SnapshotBehavior {
     Never,
     /// Reports `status.error` with this message after a short delay.
     Fail(String),
+    /// Reports `status.error` with this message, then (the CSI driver's retry succeeding)
+    /// becomes `readyToUse` after the delay, the error left in place as the real controller
+    /// leaves it (`status.error` is the *last* error, not the current one).
+    FailThenReady(String, Duration),
 }
 
 /// How the simulated controllers behave.
@@ -105,41 +109,59 @@ async fn snapshot(shared: Arc<Shared>, key: Key) {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let status = match &behavior.snapshots {
+    let (delay, error) = match &behavior.snapshots {
         SnapshotBehavior::Never => return,
-        SnapshotBehavior::ReadyAfter(delay) => {
-            tokio::time::sleep(*delay).await;
-            let Ok(object) = shared.store.get(vs, &key) else {
-                return;
-            };
-            let source = object["spec"]["source"]["persistentVolumeClaimName"]
-                .as_str()
-                .unwrap_or("");
-            let pvc = def("", "persistentvolumeclaims");
-            let size = shared
-                .store
-                .get(pvc, &Key::new(pvc, &key.namespace, source))
-                .ok()
-                .and_then(|p| {
-                    p["spec"]["resources"]["requests"]["storage"]
-                        .as_str()
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| behavior.default_size.clone());
-            json!({"readyToUse": true, "restoreSize": size, "creationTime": now(),
-                   "boundVolumeSnapshotContentName": format!("snapcontent-{}", object["metadata"]["uid"].as_str().unwrap_or(""))})
-        }
         SnapshotBehavior::Fail(message) => {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            json!({"readyToUse": false, "error": {"message": message, "time": now()}})
+            set_snapshot_status(
+                &shared,
+                &key,
+                json!({"readyToUse": false, "error": {"message": message, "time": now()}}),
+            );
+            return;
+        }
+        SnapshotBehavior::ReadyAfter(delay) => (*delay, None),
+        SnapshotBehavior::FailThenReady(message, delay) => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let error = json!({"message": message, "time": now()});
+            set_snapshot_status(&shared, &key, json!({"readyToUse": false, "error": error}));
+            (*delay, Some(error))
         }
     };
-    if let Ok(mut object) = shared.store.get(vs, &key) {
+    tokio::time::sleep(delay).await;
+    let Ok(object) = shared.store.get(vs, &key) else {
+        return;
+    };
+    let source = object["spec"]["source"]["persistentVolumeClaimName"]
+        .as_str()
+        .unwrap_or("");
+    let pvc = def("", "persistentvolumeclaims");
+    let size = shared
+        .store
+        .get(pvc, &Key::new(pvc, &key.namespace, source))
+        .ok()
+        .and_then(|p| {
+            p["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| behavior.default_size.clone());
+    let mut status = json!({"readyToUse": true, "restoreSize": size, "creationTime": now(),
+           "boundVolumeSnapshotContentName": format!("snapcontent-{}", object["metadata"]["uid"].as_str().unwrap_or(""))});
+    if let Some(error) = error {
+        status["error"] = error;
+    }
+    set_snapshot_status(&shared, &key, status);
+}
+
+fn set_snapshot_status(shared: &Shared, key: &Key, status: Value) {
+    let vs = def("snapshot.storage.k8s.io", "volumesnapshots");
+    if let Ok(mut object) = shared.store.get(vs, key) {
         object["status"] = status;
         if let Some(meta) = object["metadata"].as_object_mut() {
             meta.remove("resourceVersion");
         }
-        let _ = shared.store.update(vs, &key, object, Part::Status);
+        let _ = shared.store.update(vs, key, object, Part::Status);
     }
 }
 
