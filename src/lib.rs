@@ -14,6 +14,11 @@
 //! [`prune`], retention applied to the dumps in a store and cleanup of abandoned uploads; and
 //! [`catalog`], which backup a restore reads ([`restore`] does the restore itself).
 //!
+//! With the `kube` feature (on by default), cluster mode too: [`cluster::run`] backs up a
+//! namespace (in-pod dump, VolumeSnapshot, retention) holding the [`lock`] Lease, and
+//! `snapshot` (`litemaas-snapshot`) manages VolumeSnapshots. Local-only users build without it
+//! (`default-features = false`) and get no Kubernetes dependency at all.
+//!
 //! ```
 //! use litemaas_backup::backup::{self, BackupOptions};
 //! use litemaas_backup::dump::DumpStream;
@@ -41,7 +46,9 @@
 
 pub mod backup;
 pub mod catalog;
+#[cfg(feature = "kube")]
 pub mod cluster;
+#[cfg(feature = "kube")]
 pub mod lock;
 pub mod prune;
 pub mod record;
@@ -55,4 +62,5 @@ pub use litemaas_retention as retention;
 /// Object stores and multipart upload (`litemaas-s3`).
 pub use litemaas_s3 as store;
 /// VolumeSnapshots (`litemaas-snapshot`).
+#[cfg(feature = "kube")]
 pub use litemaas_snapshot as snapshot;
