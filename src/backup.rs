@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use litemaas_dump::{CompressOptions, Compression, DumpSource, EncodeSummary, Encoded};
-use litemaas_s3::{ObjectStore, UploadOptions, UploadWriter};
+use litemaas_s3::{ObjectStore, PutMode, UploadOptions, UploadWriter};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +105,19 @@ pub enum BackupError {
     /// An object already exists at the key; it is never overwritten.
     #[error("{store}: {key} already exists; not overwriting it")]
     Exists {
+        /// The store.
+        store: String,
+        /// The key.
+        key: String,
+    },
+    /// Another run wrote the key after this one checked it (two runs in the same second): the
+    /// store refused this run's completion (`If-None-Match: *`), or the object found at the key
+    /// is not this run's. That object was left untouched — never deleted nor overwritten — and
+    /// this run's upload was aborted.
+    #[error(
+        "{store}: {key} was written by another run while this one was uploading; that object was left untouched and this run's upload was aborted"
+    )]
+    Raced {
         /// The store.
         store: String,
         /// The key.
@@ -240,8 +253,14 @@ pub async fn run(
         cleanup: Cleanup::Nothing,
         source,
     };
+    // Create-only: the pre-run check above is racy (two runs in the same second), so the store
+    // is asked to refuse the completion if the key was taken meanwhile; the run mark tells this
+    // run's object from another's when a reply is lost or the store ignores the condition.
+    let run = run_mark(started_at);
+    let mut metadata = crate::record::ours();
+    metadata.insert(RUN_MARK.to_owned(), run.clone());
     let upload = store
-        .put_multipart_with(&key, &crate::record::ours())
+        .put_multipart_opts(&key, &metadata, PutMode::Create)
         .await
         .map_err(upload_err)?;
     let mut writer = UploadWriter::new(upload, options.upload.clone());
@@ -301,14 +320,27 @@ pub async fn run(
             let cleanup = remove(store, &key).await;
             return Err(BackupError::Cancelled { key, cleanup });
         }
-        Some(Err(e)) => match completed_anyway(store, &key, summary.stored_bytes).await {
-            // The completion took effect although its reply failed: the backup goes on.
-            true => tracing::warn!(
+        // The writer aborted the upload; what is at the key decides the rest.
+        Some(Err(e)) => match owner(store, &key, &run).await {
+            // The completion took effect although its reply failed (or its retry found the key
+            // taken by the first attempt): the backup goes on.
+            Owner::Ours(size) if size == summary.stored_bytes => tracing::warn!(
                 key,
                 error = %e,
-                "the completion's reply failed but the object is complete (size and mark checked); going on"
+                "the completion's reply failed but the object is complete (size and run mark checked); going on"
             ),
-            false => {
+            // Another run's object; or the store says the key is taken and it cannot be looked
+            // at: never delete it.
+            Owner::Theirs => return Err(raced(store, key, &e)),
+            Owner::Unknown if e.is_already_exists() => return Err(raced(store, key, &e)),
+            Owner::Nothing => {
+                return Err(BackupError::Upload {
+                    key,
+                    cleanup: Cleanup::Nothing,
+                    source: e,
+                });
+            }
+            Owner::Ours(_) | Owner::Unknown => {
                 let cleanup = remove(store, &key).await;
                 return Err(BackupError::Upload {
                     key,
@@ -322,6 +354,10 @@ pub async fn run(
     let after = async {
         // The store must hold exactly what was streamed; anything else is removed, never recorded.
         let stored = store.head(&key).await.map_err(AfterUpload::Check)?;
+        if stored.metadata.get(RUN_MARK) != Some(&run) {
+            // Another run completed over this one's (a store that ignores If-None-Match).
+            return Err(AfterUpload::Raced);
+        }
         if stored.size != summary.stored_bytes {
             return Err(AfterUpload::Verify(stored.size));
         }
@@ -345,7 +381,7 @@ pub async fn run(
             )))
         })?;
         store
-            .put(&record_key(&key), Bytes::from(json))
+            .put_opts(&record_key(&key), Bytes::from(json), PutMode::Create)
             .await
             .map_err(AfterUpload::Record)?;
         Ok(record)
@@ -358,29 +394,34 @@ pub async fn run(
     let record = match recorded {
         Ok(record) => record,
         Err(failed) => {
-            // The object is removed first, so that at no moment does a record stand for it;
-            // a record a signal interrupted may have landed: it goes too.
-            let cleanup = remove(store, &key).await;
+            // This run's object is removed first, so that at no moment does a record stand for
+            // it; a record a signal interrupted may have landed: it goes too. Another run's
+            // object is never removed.
             let record_key = record_key(&key);
             return Err(match failed {
-                AfterUpload::Check(source) => BackupError::Check {
+                AfterUpload::Raced => BackupError::Raced {
+                    store: store.describe(),
                     key,
-                    cleanup,
+                },
+                AfterUpload::Check(source) => BackupError::Check {
+                    cleanup: remove(store, &key).await,
+                    key,
                     source,
                 },
                 AfterUpload::Verify(found) => BackupError::Verify {
+                    cleanup: remove(store, &key).await,
                     key,
                     expected: summary.stored_bytes,
                     found,
-                    cleanup,
                 },
                 AfterUpload::Record(source) => BackupError::Record {
+                    cleanup: remove(store, &key).await,
                     key,
                     record_key,
-                    cleanup,
                     source,
                 },
                 AfterUpload::Cancelled => {
+                    let cleanup = remove(store, &key).await;
                     let _ = store.delete(&record_key).await;
                     BackupError::Cancelled { key, cleanup }
                 }
@@ -425,14 +466,54 @@ enum AfterUpload {
     Record(litemaas_s3::Error),
     /// A signal.
     Cancelled,
+    /// The object at the key is not this run's.
+    Raced,
 }
 
-/// Whether the object at `key` is the one this run completed although the completion reported
-/// a failure (its reply was lost, or a retry found the upload gone): it exists, has the size
-/// streamed, and carries this tool's mark. The key did not exist when the run started.
-async fn completed_anyway(store: &dyn ObjectStore, key: &str, size: u64) -> bool {
-    matches!(store.head(key).await, Ok(meta)
-        if meta.size == size && meta.metadata.contains_key(crate::record::MARK))
+/// The metadata key of the run mark: which run wrote a dump object.
+const RUN_MARK: &str = "litemaas-backup-run";
+
+/// A mark unique to this run: process id, start time and a counter for runs of one process.
+fn run_mark(started_at: jiff::Timestamp) -> String {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{}-{n}", std::process::id(), started_at.as_nanosecond())
+}
+
+/// The failure of a run whose completion another run's object beat: `refusal` is what the store
+/// answered (logged: the error itself says all a person needs).
+fn raced(store: &dyn ObjectStore, key: String, refusal: &litemaas_s3::Error) -> BackupError {
+    tracing::warn!(key, error = %refusal, "the completion was refused: another run wrote the key");
+    BackupError::Raced {
+        store: store.describe(),
+        key,
+    }
+}
+
+/// Whose object is at a key, after a completion reported a failure.
+enum Owner {
+    /// Nothing is there.
+    Nothing,
+    /// This run's (it carries this run's mark), of this size.
+    Ours(u64),
+    /// Another writer's: the key did not exist when the run started, so another run took it.
+    Theirs,
+    /// The store could not be asked.
+    Unknown,
+}
+
+async fn owner(store: &dyn ObjectStore, key: &str, run: &str) -> Owner {
+    match store.head(key).await {
+        Ok(meta) if meta.metadata.get(RUN_MARK).map(String::as_str) == Some(run) => {
+            Owner::Ours(meta.size)
+        }
+        Ok(_) => Owner::Theirs,
+        Err(litemaas_s3::Error::NotFound { .. }) => Owner::Nothing,
+        Err(e) => {
+            tracing::warn!(key, error = %e, "cannot look at the object after a failed completion");
+            Owner::Unknown
+        }
+    }
 }
 
 /// Deletes a completed object that is no backup, trying a few times, and says what is left.
@@ -564,6 +645,11 @@ mod tests {
         cancel_during_record: Option<CancellationToken>,
         /// The record write takes effect, then its reply never comes.
         hang_after_record: bool,
+        /// Another run writes the key just before this run's completion.
+        taken_before_complete: bool,
+        /// Another run writes the key just after this run's completion (as on a store that
+        /// ignores If-None-Match, the later completion wins).
+        taken_after_complete: bool,
     }
 
     fn fault(operation: &'static str) -> litemaas_s3::Error {
@@ -593,6 +679,38 @@ mod tests {
         }
     }
 
+    /// Another run's object, written at the key around this run's completion.
+    #[derive(Debug)]
+    struct Taken {
+        upload: Box<dyn MultipartUpload>,
+        store: MemoryStore,
+        key: String,
+        before: bool,
+    }
+
+    const THEIRS: &[u8] = b"another run's dump";
+
+    #[async_trait]
+    impl MultipartUpload for Taken {
+        fn put_part(&mut self, data: Bytes) -> litemaas_s3::UploadPart {
+            self.upload.put_part(data)
+        }
+        async fn complete(&mut self) -> litemaas_s3::Result<()> {
+            let theirs = || self.store.put(&self.key, Bytes::from_static(THEIRS));
+            if self.before {
+                theirs().await?;
+            }
+            self.upload.complete().await?;
+            if !self.before {
+                theirs().await?;
+            }
+            Ok(())
+        }
+        async fn abort(&mut self) -> litemaas_s3::Result<()> {
+            self.upload.abort().await
+        }
+    }
+
     #[async_trait]
     impl ObjectStore for Faulty {
         fn describe(&self) -> String {
@@ -619,9 +737,25 @@ mod tests {
             key: &str,
             metadata: &litemaas_s3::Metadata,
         ) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
-            let upload = self.inner.put_multipart_with(key, metadata).await?;
+            self.put_multipart_opts(key, metadata, PutMode::Overwrite)
+                .await
+        }
+        async fn put_multipart_opts(
+            &self,
+            key: &str,
+            metadata: &litemaas_s3::Metadata,
+            mode: PutMode,
+        ) -> litemaas_s3::Result<Box<dyn MultipartUpload>> {
+            let upload = self.inner.put_multipart_opts(key, metadata, mode).await?;
             Ok(if self.lose_complete_reply {
                 Box::new(LostReply(upload))
+            } else if self.taken_before_complete || self.taken_after_complete {
+                Box::new(Taken {
+                    upload,
+                    store: self.inner.clone(),
+                    key: key.to_owned(),
+                    before: self.taken_before_complete,
+                })
             } else {
                 upload
             })
@@ -750,6 +884,79 @@ mod tests {
         .unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].state, litemaas_retention::State::Failed);
+    }
+
+    /// Two runs in the same second: the other one completes first. The store refuses this
+    /// run's completion (create-only); the other run's object is left byte-identical, and this
+    /// run writes no record and leaves no upload open.
+    #[tokio::test]
+    async fn another_run_completing_first_keeps_its_object() {
+        let store = Faulty {
+            taken_before_complete: true,
+            ..Faulty::default()
+        };
+        let err = run(&WHOLE, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Raced { .. }), "{err:?}");
+        assert!(!err.left_an_object());
+        let key = dump_key("litemaas-backups", options().now, Compression::default());
+        assert!(err.to_string().contains(&key), "{err}");
+        assert_eq!(store.get_bytes(&key).await.unwrap(), THEIRS);
+        let keys: Vec<_> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, [key]);
+        assert!(store.list_pending_uploads("").await.unwrap().is_empty());
+    }
+
+    /// As on a store that ignores If-None-Match: the other run completes over this run's
+    /// object. This run sees that the object is no longer its own, fails, and removes nothing.
+    #[tokio::test]
+    async fn another_run_completing_over_this_one_is_never_deleted() {
+        let store = Faulty {
+            taken_after_complete: true,
+            ..Faulty::default()
+        };
+        let err = run(&WHOLE, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Raced { .. }), "{err:?}");
+        let key = dump_key("litemaas-backups", options().now, Compression::default());
+        assert_eq!(store.get_bytes(&key).await.unwrap(), THEIRS);
+        assert!(store.head(&record_key(&key)).await.is_err(), "no record");
+    }
+
+    /// An integrity record already at the record's key (another run's) is never overwritten:
+    /// this run's dump is removed, the record stays as it was.
+    #[tokio::test]
+    async fn a_record_already_there_is_not_overwritten() {
+        let store = MemoryStore::new();
+        let key = dump_key("litemaas-backups", options().now, Compression::default());
+        store
+            .put(&record_key(&key), Bytes::from_static(b"{\"theirs\": true}"))
+            .await
+            .unwrap();
+        let err = run(&WHOLE, &store, &options(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BackupError::Record { cleanup: Cleanup::Nothing, source, .. }
+                if source.is_already_exists()),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.get_bytes(&record_key(&key)).await.unwrap(),
+            "{\"theirs\": true}"
+        );
+        assert!(
+            store.head(&key).await.is_err(),
+            "this run's dump was removed"
+        );
     }
 
     #[tokio::test]
