@@ -113,7 +113,7 @@ async fn stale_s3_uploads_are_aborted_by_their_true_start_time_and_a_running_bac
         .into_iter()
         .map(|u| u.key)
         .collect();
-    assert_eq!(left, [running_key.clone()]);
+    assert_eq!(left, [running_key.as_str()]);
 
     // The running backup goes on to a whole backup.
     p.release();
