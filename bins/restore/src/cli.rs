@@ -39,6 +39,94 @@ pub enum Command {
     /// created and always dropped, check it (every table selectable, row counts as in the
     /// dump), and exit non-zero on any failure: the monthly proof that backups restore.
     Verify(VerifyArgs),
+
+    /// Restore the database VOLUME from a VolumeSnapshot: scale the StatefulSet down, take a
+    /// safety snapshot, keep the old volume (reclaim policy Retain), recreate the claim of the
+    /// same name from the snapshot, scale back up. Each step is checked and reported; a failure
+    /// says what state the cluster is in and which command rolls back.
+    Volume(VolumeArgs),
+}
+
+/// `litemaas-restore volume --namespace NS (--snapshot NAME | --latest) [--yes] …`
+#[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("volume_which").required(true))]
+pub struct VolumeArgs {
+    /// The LiteMaaS namespace.
+    #[arg(long, env = "LITEMAAS_NAMESPACE")]
+    pub namespace: String,
+
+    /// kubeconfig context (default: the current one, or the in-cluster service account).
+    #[arg(long, env = "LITEMAAS_CONTEXT")]
+    pub context: Option<String>,
+
+    /// The VolumeSnapshot to restore (a backup snapshot, or a safety snapshot to roll back).
+    #[arg(long, group = "volume_which", value_name = "NAME")]
+    pub snapshot: Option<String>,
+
+    /// The newest ready app=litemaas-backup snapshot of the claim.
+    #[arg(long, group = "volume_which")]
+    pub latest: bool,
+
+    /// The StatefulSet whose pods mount the claim.
+    #[arg(long, env = "LITEMAAS_STATEFULSET", default_value = "litellm-postgres")]
+    pub statefulset: String,
+
+    /// The claim to restore.
+    #[arg(
+        long,
+        env = "LITEMAAS_CLAIM",
+        default_value = "postgres-storage-litellm-postgres-0"
+    )]
+    pub claim: String,
+
+    /// Do not snapshot the current volume first. A failed swap can then not be rolled back
+    /// from a snapshot (the old volume is still kept).
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
+
+    /// VolumeSnapshotClass of the safety snapshot (default: the cluster's default class).
+    #[arg(long, env = "LITEMAAS_SNAPSHOT_CLASS")]
+    pub safety_snapshot_class: Option<String>,
+
+    /// After a successful restore, give the previous volume its reclaim policy back (usually
+    /// Delete, which deletes it and, on some storage, its snapshots) instead of keeping it.
+    #[arg(long)]
+    pub release_previous_volume: bool,
+
+    /// Print the plan (each step and the objects it touches) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Go ahead without asking (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print the report (or the plan, with --dry-run) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How long the pods may take to go after scaling down.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub scale_down_timeout: jiff::SignedDuration,
+
+    /// How long the safety snapshot may take to be ready.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub snapshot_timeout: jiff::SignedDuration,
+
+    /// How long the old claim may take to go and the new one to bind.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub bind_timeout: jiff::SignedDuration,
+
+    /// How long the pods may take to be Running and Ready after scaling up.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub ready_timeout: jiff::SignedDuration,
+
+    /// How often each wait looks again.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub poll_interval: jiff::SignedDuration,
+
+    #[command(flatten)]
+    pub lease: litemaas_cli::LeaseArgs,
 }
 
 /// `litemaas-restore [--key K | --latest | --file F] [--into NEW_DB] [--yes] …`

@@ -23,6 +23,7 @@
 //! ```
 
 mod types;
+pub mod volume;
 
 use std::time::Duration;
 
@@ -141,7 +142,7 @@ impl Snapshots {
         }
     }
 
-    fn api(&self) -> Api<VolumeSnapshot> {
+    pub(crate) fn api(&self) -> Api<VolumeSnapshot> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
