@@ -369,13 +369,62 @@ async fn create_only_writes_never_replace(store: Arc<dyn ObjectStore>, known: Kn
     assert_eq!(store.head("cr/free.gz").await.unwrap().metadata, ours);
 }
 
+/// Creators of one key completing at once: exactly one wins, and the object is the winner's
+/// whole — its bytes and its metadata (the local store's lock keeps a loser's metadata from
+/// landing beside the winner's bytes).
+async fn concurrent_creators_one_wins(store: Arc<dyn ObjectStore>, known: Known) {
+    let mut uploads = Vec::new();
+    for i in 0..8u8 {
+        let metadata: Metadata = [("litemaas-backup-run".to_owned(), i.to_string())].into();
+        let upload = store
+            .put_multipart_opts("race/dump.gz", &metadata, PutMode::Create)
+            .await
+            .unwrap();
+        let mut writer = UploadWriter::new(upload, UploadOptions::default());
+        writer
+            .write(pattern(100 + usize::from(i), i))
+            .await
+            .unwrap();
+        uploads.push(writer);
+    }
+    let finished =
+        futures::future::join_all(uploads.into_iter().map(|writer| writer.finish())).await;
+    let winners: Vec<usize> = finished
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    if !known.enforces_create {
+        assert_eq!(winners.len(), 8);
+        return;
+    }
+    assert_eq!(winners.len(), 1, "{finished:?}");
+    for result in &finished {
+        if let Err(e) = result {
+            assert!(e.is_already_exists(), "{e:?}");
+        }
+    }
+    let winner = winners[0];
+    let head = store.head("race/dump.gz").await.unwrap();
+    assert_eq!(
+        head.metadata.get("litemaas-backup-run"),
+        Some(&winner.to_string())
+    );
+    assert_eq!(
+        store.get_bytes("race/dump.gz").await.unwrap(),
+        pattern(100 + winner, u8::try_from(winner).unwrap())
+    );
+}
+
 async fn suite(store: Arc<dyn ObjectStore>, known: Known) {
     metadata_set_at_creation_is_read_back(store.clone()).await;
     put_get_head_list_delete(store.clone()).await;
     multipart_round_trip(store.clone(), known).await;
     aborted_upload_leaves_nothing(store.clone(), known).await;
     pending_uploads_can_be_aborted_later(store.clone(), known).await;
-    create_only_writes_never_replace(store, known).await;
+    create_only_writes_never_replace(store.clone(), known).await;
+    concurrent_creators_one_wins(store, known).await;
 }
 
 #[tokio::test]
