@@ -188,6 +188,15 @@ async fn resource_request(
     if def.namespaced && target.name.is_some() && target.namespace.is_none() {
         return Err(ApiError::no_route(uri.path()));
     }
+    // An injected fault answers before anything is read or changed.
+    if let Some(fault) = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(method.as_str(), &target)
+    {
+        return Err(fault);
+    }
     let ns = target.namespace.clone().unwrap_or_default();
     match (method.as_str(), &target.name, target.sub.as_deref()) {
         ("GET", None, None) => {

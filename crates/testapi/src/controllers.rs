@@ -1,15 +1,18 @@
 //! Simulated controllers: the CSI snapshotter, the StatefulSet controller with its pods and
-//! claims, and PVC binding (including claims restored from a snapshot).
+//! claims, the kubelet's pod start-up, and the storage controllers of [`crate::storage`]
+//! (provisioning, binding, protection, reclaim).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::Shared;
 use crate::resources::{self, ResourceDef};
 use crate::select::Selectors;
-use crate::store::{EventType, Key, Part};
+use crate::storage::{self, Source, Storage};
+use crate::store::{Event, EventType, Key, Part};
 
 /// What the simulated CSI snapshotter does with a new VolumeSnapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +34,18 @@ pub enum SnapshotBehavior {
 pub struct ControllerConfig {
     /// The snapshotter.
     pub snapshots: SnapshotBehavior,
-    /// How long a new pod is Pending before Running and Ready (and a removed one terminates).
+    /// How long a StatefulSet's pod takes from the moment every claim it mounts is Bound to
+    /// Running and Ready (and how long a removed one terminates).
     pub pod_startup: Duration,
     /// Size reported as `restoreSize` when the source PVC asks for none.
     pub default_size: String,
+    /// Storage on which deleting a volume deletes its snapshots: when a PersistentVolume whose
+    /// reclaim policy is `Delete` goes, so do the VolumeSnapshots taken of it (found through
+    /// their VolumeSnapshotContent's `spec.source.volumeHandle`). Default `false`.
+    pub snapshots_die_with_volume: bool,
+    /// StatefulSet pods start (Running) but never become Ready (a failing readiness probe).
+    /// Default `false`.
+    pub pods_never_ready: bool,
 }
 
 impl Default for ControllerConfig {
@@ -43,62 +54,108 @@ impl Default for ControllerConfig {
             snapshots: SnapshotBehavior::ReadyAfter(Duration::from_millis(200)),
             pod_startup: Duration::from_millis(100),
             default_size: "10Gi".into(),
+            snapshots_die_with_volume: false,
+            pods_never_ready: false,
         }
     }
 }
 
-fn def(group: &str, plural: &str) -> &'static ResourceDef {
+pub(crate) fn def(group: &str, plural: &str) -> &'static ResourceDef {
     resources::RESOURCES
         .iter()
         .find(|r| r.group == group && r.plural == plural)
         .unwrap_or(&resources::RESOURCES[0])
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
-/// Runs until the server shuts down.
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let mut events = shared.store.subscribe();
+/// Runs until the server shuts down, on the events of `events` (subscribed before the server
+/// took its first request, so that nothing is missed).
+pub(crate) async fn run(shared: Arc<Shared>, mut events: broadcast::Receiver<Event>) {
+    let mut storage = Storage::default();
+    resync(&shared, &mut storage);
     loop {
         let event = tokio::select! {
             () = shared.shutdown.cancelled() => return,
             event = events.recv() => match event {
                 Ok(event) => event,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Events were missed: look at everything again.
+                    resync(&shared, &mut storage);
+                    continue;
+                }
                 Err(_) => return,
             },
         };
-        let upsert = matches!(event.kind, EventType::Added | EventType::Modified);
-        match (event.key.group.as_str(), event.key.plural.as_str()) {
-            ("snapshot.storage.k8s.io", "volumesnapshots") if event.kind == EventType::Added => {
-                tokio::spawn(snapshot(shared.clone(), event.key.clone()));
-            }
-            ("snapshot.storage.k8s.io", "volumesnapshots")
-                if upsert && event.object["status"]["readyToUse"] == json!(true) =>
-            {
-                bind_restored_claims(&shared, &event.key.namespace, &event.key.name);
-            }
-            ("", "persistentvolumeclaims") if event.kind == EventType::Added => {
-                bind_claim(&shared, &event.key, &event.object)
-            }
-            ("apps", "statefulsets") if upsert => reconcile_statefulset(&shared, &event.key),
-            ("", "pods") if upsert || event.kind == EventType::Deleted => {
-                if let Some(owner) = owner_statefulset(&event.object) {
-                    let key = Key {
-                        group: "apps".into(),
-                        plural: "statefulsets".into(),
-                        namespace: event.key.namespace.clone(),
-                        name: owner,
-                    };
-                    update_statefulset_status(&shared, &key);
+        handle(&shared, &mut storage, &event);
+    }
+}
+
+/// Every controller over every object.
+fn resync(shared: &Arc<Shared>, storage: &mut Storage) {
+    let sts_def = def("apps", "statefulsets");
+    let (sets, _) = shared.store.list(sts_def, None, &Selectors::default());
+    for sts in sets {
+        let key = Key::new(
+            sts_def,
+            sts["metadata"]["namespace"].as_str().unwrap_or(""),
+            sts["metadata"]["name"].as_str().unwrap_or(""),
+        );
+        reconcile_statefulset(shared, &key);
+    }
+    storage.reconcile(shared);
+    start_pods(shared);
+}
+
+fn handle(shared: &Arc<Shared>, storage: &mut Storage, event: &Event) {
+    let upsert = matches!(event.kind, EventType::Added | EventType::Modified);
+    let deleted = event.kind == EventType::Deleted;
+    match (event.key.group.as_str(), event.key.plural.as_str()) {
+        ("snapshot.storage.k8s.io", "volumesnapshots") if event.kind == EventType::Added => {
+            tokio::spawn(snapshot(shared.clone(), event.key.clone()));
+        }
+        ("snapshot.storage.k8s.io", "volumesnapshots") if deleted => {
+            storage::snapshot_deleted(shared, &event.object);
+        }
+        ("", "persistentvolumes") if deleted => storage::volume_deleted(shared, &event.object),
+        ("apps", "statefulsets") if upsert => reconcile_statefulset(shared, &event.key),
+        ("", "pods") => {
+            if let Some(owner) = owner_statefulset(&event.object) {
+                let key = Key {
+                    group: "apps".into(),
+                    plural: "statefulsets".into(),
+                    namespace: event.key.namespace.clone(),
+                    name: owner,
+                };
+                if deleted || event.object["status"]["phase"] == json!("Pending") {
+                    // A pod gone is made again; a pending one gets its missing claims.
+                    reconcile_statefulset(shared, &key);
+                } else {
+                    update_statefulset_status(shared, &key);
                 }
             }
-            _ => {}
         }
+        ("", "persistentvolumeclaims") if deleted => {
+            // A pending pod of a StatefulSet whose claim is gone gets a new, empty one.
+            let sts_def = def("apps", "statefulsets");
+            let (sets, _) =
+                shared
+                    .store
+                    .list(sts_def, Some(&event.key.namespace), &Selectors::default());
+            for sts in sets {
+                let name = sts["metadata"]["name"].as_str().unwrap_or("");
+                reconcile_statefulset(shared, &Key::new(sts_def, &event.key.namespace, name));
+            }
+        }
+        _ => {}
+    }
+    if storage::relevant(&event.key.group, &event.key.plural) {
+        storage.reconcile(shared);
+        start_pods(shared);
     }
 }
 
@@ -128,26 +185,54 @@ async fn snapshot(shared: Arc<Shared>, key: Key) {
             (*delay, Some(error))
         }
     };
-    tokio::time::sleep(delay).await;
-    let Ok(object) = shared.store.get(vs, &key) else {
+    if !storage::sleep(&shared, delay).await {
         return;
+    }
+    // As the real snapshotter, it waits until the source claim is bound, and snapshots its volume.
+    let mut reported = None;
+    let (object, source) = loop {
+        let Ok(object) = shared.store.get(vs, &key) else {
+            return;
+        };
+        let claim = object["spec"]["source"]["persistentVolumeClaimName"]
+            .as_str()
+            .unwrap_or("");
+        match storage::snapshot_source(&shared, &key.namespace, claim) {
+            Source::Missing => break (object, None),
+            Source::Volume(volume) => break (object, Some(volume)),
+            Source::Unbound(message) => {
+                if reported.as_ref() != Some(&message) {
+                    set_snapshot_status(
+                        &shared,
+                        &key,
+                        json!({"readyToUse": false, "error": {"message": message, "time": now()}}),
+                    );
+                    reported = Some(message);
+                }
+                if !storage::sleep(&shared, Duration::from_millis(50)).await {
+                    return;
+                }
+            }
+        }
     };
-    let source = object["spec"]["source"]["persistentVolumeClaimName"]
+    let source_claim = object["spec"]["source"]["persistentVolumeClaimName"]
         .as_str()
         .unwrap_or("");
     let pvc = def("", "persistentvolumeclaims");
     let size = shared
         .store
-        .get(pvc, &Key::new(pvc, &key.namespace, source))
+        .get(pvc, &Key::new(pvc, &key.namespace, source_claim))
         .ok()
         .and_then(|p| {
-            p["spec"]["resources"]["requests"]["storage"]
+            p["status"]["capacity"]["storage"]
                 .as_str()
+                .or_else(|| p["spec"]["resources"]["requests"]["storage"].as_str())
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| behavior.default_size.clone());
+    let content = storage::create_content(&shared, &object, source.as_ref(), &size);
     let mut status = json!({"readyToUse": true, "restoreSize": size, "creationTime": now(),
-           "boundVolumeSnapshotContentName": format!("snapcontent-{}", object["metadata"]["uid"].as_str().unwrap_or(""))});
+           "boundVolumeSnapshotContentName": content});
     if let Some(error) = error {
         status["error"] = error;
     }
@@ -165,51 +250,6 @@ fn set_snapshot_status(shared: &Shared, key: &Key, status: Value) {
     }
 }
 
-fn set_phase(shared: &Shared, key: &Key, phase: &str) {
-    let pvc = def("", "persistentvolumeclaims");
-    if let Ok(mut claim) = shared.store.get(pvc, key) {
-        claim["status"] = json!({"phase": phase, "accessModes": claim["spec"]["accessModes"],
-                                 "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]}});
-        if let Some(meta) = claim["metadata"].as_object_mut() {
-            meta.remove("resourceVersion");
-        }
-        let _ = shared.store.update(pvc, key, claim, Part::Status);
-    }
-}
-
-/// A new claim binds at once, unless it restores a snapshot that is not ready yet.
-fn bind_claim(shared: &Shared, key: &Key, claim: &Value) {
-    let source = &claim["spec"]["dataSource"];
-    if source["kind"] == json!("VolumeSnapshot") {
-        let vs = def("snapshot.storage.k8s.io", "volumesnapshots");
-        let name = source["name"].as_str().unwrap_or("");
-        let ready = shared
-            .store
-            .get(vs, &Key::new(vs, &key.namespace, name))
-            .is_ok_and(|s| s["status"]["readyToUse"] == json!(true));
-        set_phase(shared, key, if ready { "Bound" } else { "Pending" });
-    } else {
-        set_phase(shared, key, "Bound");
-    }
-}
-
-fn bind_restored_claims(shared: &Shared, namespace: &str, snapshot: &str) {
-    let pvc = def("", "persistentvolumeclaims");
-    let (claims, _) = shared
-        .store
-        .list(pvc, Some(namespace), &Selectors::default());
-    for claim in claims {
-        let source = &claim["spec"]["dataSource"];
-        if source["kind"] == json!("VolumeSnapshot")
-            && source["name"] == json!(snapshot)
-            && claim["status"]["phase"] != json!("Bound")
-        {
-            let name = claim["metadata"]["name"].as_str().unwrap_or("");
-            set_phase(shared, &Key::new(pvc, namespace, name), "Bound");
-        }
-    }
-}
-
 fn owner_statefulset(pod: &Value) -> Option<String> {
     pod["metadata"]["ownerReferences"]
         .as_array()?
@@ -218,10 +258,55 @@ fn owner_statefulset(pod: &Value) -> Option<String> {
         .and_then(|o| o["name"].as_str().map(str::to_owned))
 }
 
+/// The claims of ordinal `ordinal` of a StatefulSet: each missing one is created from its
+/// volumeClaimTemplate, EMPTY (kubernetes #42677), as the real controller does. Returns the
+/// pod volumes that mount them.
+fn ensure_claims(shared: &Shared, sts: &Value, ns: &str, ordinal: i64) -> Vec<Value> {
+    let pvc_def = def("", "persistentvolumeclaims");
+    let name = sts["metadata"]["name"].as_str().unwrap_or("");
+    let template = &sts["spec"]["template"];
+    let mut volumes = Vec::new();
+    for vct in sts["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let template_name = vct["metadata"]["name"].as_str().unwrap_or("data");
+        let claim = format!("{template_name}-{name}-{ordinal}");
+        if shared
+            .store
+            .get(pvc_def, &Key::new(pvc_def, ns, &claim))
+            .is_err()
+        {
+            let mut labels = template["metadata"]["labels"].clone();
+            if let (Some(l), Some(extra)) = (
+                labels.as_object_mut(),
+                vct["metadata"]["labels"].as_object(),
+            ) {
+                l.extend(extra.clone());
+            }
+            let _ = shared.store.create(
+                pvc_def,
+                ns,
+                json!({"metadata": {"name": claim, "labels": labels}, "spec": vct["spec"]}),
+            );
+        }
+        volumes.push(json!({"name": template_name, "persistentVolumeClaim": {"claimName": claim}}));
+    }
+    volumes
+}
+
+fn ordinal_of(pod_name: &str) -> i64 {
+    pod_name
+        .rsplit('-')
+        .next()
+        .and_then(|o| o.parse::<i64>().ok())
+        .unwrap_or(0)
+}
+
 fn reconcile_statefulset(shared: &Arc<Shared>, key: &Key) {
     let sts_def = def("apps", "statefulsets");
     let pod_def = def("", "pods");
-    let pvc_def = def("", "persistentvolumeclaims");
     let Ok(sts) = shared.store.get(sts_def, key) else {
         return;
     };
@@ -237,46 +322,26 @@ fn reconcile_statefulset(shared: &Arc<Shared>, key: &Key) {
 
     for ordinal in 0..desired {
         let pod_name = format!("{name}-{ordinal}");
-        if shared
+        if let Ok(pod) = shared
             .store
             .get(pod_def, &Key::new(pod_def, &ns, &pod_name))
-            .is_ok()
         {
+            // A pending pod gets the claims it is missing (the real controller does so since
+            // Kubernetes 1.27), a terminating one nothing.
+            if pod["status"]["phase"] == json!("Pending")
+                && pod["metadata"]["deletionTimestamp"].is_null()
+            {
+                ensure_claims(shared, &sts, &ns, ordinal);
+            }
             continue;
         }
         let mut volumes = template["spec"]["volumes"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        for vct in sts["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let template_name = vct["metadata"]["name"].as_str().unwrap_or("data");
-            let claim = format!("{template_name}-{name}-{ordinal}");
-            if shared
-                .store
-                .get(pvc_def, &Key::new(pvc_def, &ns, &claim))
-                .is_err()
-            {
-                let mut labels = template["metadata"]["labels"].clone();
-                if let (Some(l), Some(extra)) = (
-                    labels.as_object_mut(),
-                    vct["metadata"]["labels"].as_object(),
-                ) {
-                    l.extend(extra.clone());
-                }
-                let _ = shared.store.create(
-                    pvc_def,
-                    &ns,
-                    json!({"metadata": {"name": claim, "labels": labels}, "spec": vct["spec"]}),
-                );
-            }
-            volumes.retain(|v| v["name"] != json!(template_name));
-            volumes.push(
-                json!({"name": template_name, "persistentVolumeClaim": {"claimName": claim}}),
-            );
+        for volume in ensure_claims(shared, &sts, &ns, ordinal) {
+            volumes.retain(|v| v["name"] != volume["name"]);
+            volumes.push(volume);
         }
         let mut labels = template["metadata"]["labels"].clone();
         if !labels.is_object() {
@@ -291,21 +356,8 @@ fn reconcile_statefulset(shared: &Arc<Shared>, key: &Key) {
             "spec": spec,
             "status": {"phase": "Pending"},
         });
-        if shared.store.create(pod_def, &ns, pod).is_ok() {
-            let shared = shared.clone();
-            let key = Key::new(pod_def, &ns, &pod_name);
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                if let Ok(mut pod) = shared.store.get(pod_def, &key) {
-                    pod["status"] = json!({"phase": "Running", "podIP": "10.128.0.10", "startTime": now(),
-                        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}]});
-                    if let Some(meta) = pod["metadata"].as_object_mut() {
-                        meta.remove("resourceVersion");
-                    }
-                    let _ = shared.store.update(pod_def, &key, pod, Part::Status);
-                }
-            });
-        }
+        // Started by `start_pods` once every claim it mounts is Bound.
+        let _ = shared.store.create(pod_def, &ns, pod);
     }
     // Scale down: pods at ordinals at or above the desired count terminate after the delay.
     let (pods, _) = shared.store.list(pod_def, Some(&ns), &Selectors::default());
@@ -314,27 +366,111 @@ fn reconcile_statefulset(shared: &Arc<Shared>, key: &Key) {
             continue;
         }
         let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
-        let ordinal = pod_name
-            .rsplit('-')
-            .next()
-            .and_then(|o| o.parse::<i64>().ok())
-            .unwrap_or(0);
-        if ordinal >= desired && pod["metadata"]["deletionTimestamp"].is_null() {
-            let mut terminating = pod.clone();
-            terminating["metadata"]["deletionTimestamp"] = json!(now());
-            terminating["metadata"]
-                .as_object_mut()
-                .map(|m| m.remove("resourceVersion"));
+        if ordinal_of(&pod_name) >= desired && pod["metadata"]["deletionTimestamp"].is_null() {
             let key = Key::new(pod_def, &ns, &pod_name);
-            let _ = shared.store.update(pod_def, &key, terminating, Part::Main);
+            let _ = shared.store.mark_deleted(pod_def, &key);
             let shared = shared.clone();
+            let uid = pod["metadata"]["uid"].clone();
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = shared.store.delete(pod_def, &key);
+                if storage::sleep(&shared, delay).await {
+                    let _ = shared.store.delete_if(pod_def, &key, None, uid.as_str());
+                }
             });
         }
     }
     update_statefulset_status(shared, key);
+}
+
+/// The kubelet's side for StatefulSet pods: a Pending pod is scheduled once every claim it
+/// mounts exists and is Bound (until then it says why not, as the scheduler does), and after
+/// `pod_startup` it is Running and Ready (or Running and not Ready with `pods_never_ready`).
+fn start_pods(shared: &Arc<Shared>) {
+    let pod_def = def("", "pods");
+    let pvc_def = def("", "persistentvolumeclaims");
+    let (pods, _) = shared.store.list(pod_def, None, &Selectors::default());
+    for pod in pods {
+        if owner_statefulset(&pod).is_none()
+            || !pod["metadata"]["deletionTimestamp"].is_null()
+            || pod["status"]["phase"] != json!("Pending")
+        {
+            continue;
+        }
+        let scheduled = pod["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == json!("PodScheduled") && c["status"] == json!("True"))
+        });
+        if scheduled {
+            continue; // starting
+        }
+        let ns = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let unbound = storage::claims_of(&pod).into_iter().find_map(|claim| {
+            match shared.store.get(pvc_def, &Key::new(pvc_def, &ns, &claim)) {
+                Err(_) => Some(format!("persistentvolumeclaim \"{claim}\" not found")),
+                Ok(c) if !c["metadata"]["deletionTimestamp"].is_null() => Some(format!(
+                    "persistentvolumeclaim \"{claim}\" is being deleted"
+                )),
+                Ok(c) if c["status"]["phase"] != json!("Bound") => Some(format!(
+                    "0/1 nodes are available: pod has unbound PersistentVolumeClaim \"{claim}\""
+                )),
+                Ok(_) => None,
+            }
+        });
+        let key = Key::new(pod_def, &ns, &name);
+        let mut updated = pod.clone();
+        updated["status"] = match &unbound {
+            Some(message) => json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "False", "reason": "Unschedulable", "message": message}]}),
+            None => json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "True", "lastTransitionTime": now()}]}),
+        };
+        if shared
+            .store
+            .update(pod_def, &key, updated, Part::Status)
+            .is_err()
+            || unbound.is_some()
+        {
+            continue;
+        }
+        let shared = shared.clone();
+        let uid = pod["metadata"]["uid"].clone();
+        tokio::spawn(async move {
+            let (delay, never_ready) = {
+                let config = shared.controllers.read().unwrap_or_else(|p| p.into_inner());
+                (config.pod_startup, config.pods_never_ready)
+            };
+            if !storage::sleep(&shared, delay).await {
+                return;
+            }
+            let Ok(mut pod) = shared.store.get(pod_def, &key) else {
+                return;
+            };
+            if pod["metadata"]["uid"] != uid || !pod["metadata"]["deletionTimestamp"].is_null() {
+                return;
+            }
+            let time = now();
+            let ready = if never_ready { "False" } else { "True" };
+            let mut conditions = vec![
+                json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": time}),
+                json!({"type": "Initialized", "status": "True", "lastTransitionTime": time}),
+                json!({"type": "ContainersReady", "status": ready, "lastTransitionTime": time}),
+                json!({"type": "Ready", "status": ready, "lastTransitionTime": time}),
+            ];
+            if never_ready {
+                for c in &mut conditions[2..] {
+                    c["reason"] = json!("ContainersNotReady");
+                    c["message"] =
+                        json!("containers with unready status: [readiness probe failed]");
+                }
+            }
+            pod["status"] = json!({"phase": "Running", "podIP": "10.128.0.10", "startTime": time,
+                "conditions": conditions});
+            let _ = shared.store.update(pod_def, &key, pod, Part::Status);
+        });
+    }
 }
 
 fn update_statefulset_status(shared: &Shared, key: &Key) {

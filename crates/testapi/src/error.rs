@@ -155,6 +155,58 @@ impl ApiError {
         )
     }
 
+    /// The error a test injected (see `TestApiServer::fail_next`) for a request on `def`
+    /// (object `name`, if the request names one), with the reason and message the real API
+    /// server gives for `code`.
+    pub fn injected(code: u16, def: &ResourceDef, name: Option<&str>, request: &str) -> Self {
+        let object = name.unwrap_or("");
+        let (reason, message) = match code {
+            400 => ("BadRequest", format!("bad request (injected fault: {request})")),
+            401 => ("Unauthorized", "Unauthorized".to_owned()),
+            403 => (
+                "Forbidden",
+                format!("{} \"{object}\" is forbidden (injected fault: {request})", def.qualified()),
+            ),
+            404 => ("NotFound", format!("{} \"{object}\" not found", def.qualified())),
+            409 => (
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{object}\": the object has been modified; please apply your changes to the latest version and try again",
+                    def.qualified()
+                ),
+            ),
+            410 => ("Expired", "too old resource version".to_owned()),
+            422 => (
+                "Invalid",
+                format!("{} \"{object}\" is invalid (injected fault: {request})", def.kind),
+            ),
+            429 => (
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later"
+                    .to_owned(),
+            ),
+            500 => (
+                "InternalError",
+                format!("Internal error occurred: injected fault: {request}"),
+            ),
+            503 => (
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request".to_owned(),
+            ),
+            504 => (
+                "Timeout",
+                "the server was unable to return a response in the time allotted, but may still be processing the request".to_owned(),
+            ),
+            _ => ("", format!("injected fault {code}: {request}")),
+        };
+        let details = if name.is_some() {
+            Self::details(def, object)
+        } else {
+            json!({"group": def.group, "kind": def.plural})
+        };
+        Self::new(code, reason, message, details)
+    }
+
     /// The `Status` object.
     pub fn status(&self) -> Value {
         json!({

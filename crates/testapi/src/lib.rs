@@ -45,8 +45,11 @@ mod auth;
 mod controllers;
 mod error;
 mod exec;
+mod faults;
+mod quantity;
 mod resources;
 mod select;
+mod storage;
 mod store;
 
 use std::collections::HashMap;
@@ -62,6 +65,8 @@ pub use auth::{Identity, Rule};
 pub use controllers::{ControllerConfig, SnapshotBehavior};
 pub use error::ApiError;
 pub use resources::{RESOURCES, ResourceDef};
+pub use storage::IN_TREE_PROVISIONER;
+pub use store::EventType;
 
 /// The token of the test's own (administrator) client.
 pub const ADMIN_TOKEN: &str = "litemaas-testapi-admin";
@@ -83,6 +88,51 @@ pub struct ExecRecord {
     pub request_uri: String,
 }
 
+/// One change the server made to an object, as a watch would report it; see
+/// [`TestApiServer::event_log`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    /// Added, Modified or Deleted.
+    pub kind: EventType,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Resource plural (`persistentvolumeclaims`).
+    pub plural: String,
+    /// Namespace (`""` for cluster-scoped objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The resourceVersion the change made (the log is in this order).
+    pub resource_version: u64,
+    /// The object as stored after the change (for a deletion: as it was when it went).
+    pub object: Value,
+}
+
+impl LoggedEvent {
+    /// Whether this is a change of `namespace/name` of resource `plural` (`""` namespace for
+    /// cluster-scoped objects).
+    pub fn is(&self, plural: &str, namespace: &str, name: &str) -> bool {
+        self.plural == plural && self.namespace == namespace && self.name == name
+    }
+
+    /// The object's uid.
+    pub fn uid(&self) -> &str {
+        self.object["metadata"]["uid"].as_str().unwrap_or("")
+    }
+}
+
+/// Why a claim is Pending: the last core Event the storage controllers gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReason {
+    /// `Normal` or `Warning`.
+    pub kind: String,
+    /// `WaitForFirstConsumer`, `ProvisioningFailed`, `FailedBinding`, …
+    pub reason: String,
+    /// The message, e.g. `failed to provision volume with StorageClass "rbd": error getting
+    /// handle for DataSource Type VolumeSnapshot by Name s: snapshot s is not Ready`.
+    pub message: String,
+}
+
 /// Environment of exec'd commands by (namespace, pod).
 type ExecEnv = HashMap<(String, String), Vec<(String, String)>>;
 
@@ -97,6 +147,8 @@ pub(crate) struct Shared {
     /// Added latency per resource plural, for reads and for writes (see
     /// [`TestApiServer::set_delay`]).
     pub delays: Mutex<HashMap<String, (std::time::Duration, std::time::Duration)>>,
+    /// Injected request failures (see [`TestApiServer::fail_next`]).
+    pub faults: Mutex<faults::Faults>,
     pub shutdown: CancellationToken,
 }
 
@@ -143,8 +195,11 @@ impl TestApiServer {
             exec_log: Mutex::default(),
             exec_running: tokio::sync::watch::Sender::new(0),
             delays: Mutex::default(),
+            faults: Mutex::default(),
             shutdown: CancellationToken::new(),
         });
+        // Subscribed before anything can change, so the controllers miss nothing.
+        let events = shared.store.subscribe();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind the test API server")?;
@@ -164,7 +219,7 @@ impl TestApiServer {
                 tracing::warn!("test API server stopped: {e}");
             }
         });
-        tokio::spawn(controllers::run(shared.clone()));
+        tokio::spawn(controllers::run(shared.clone(), events));
         let dir = tempfile::Builder::new()
             .prefix("litemaas-testapi-")
             .tempdir()?;
@@ -382,6 +437,115 @@ impl TestApiServer {
             object,
             store::Part::Main,
         )
+    }
+
+    /// Deletes an object directly, as another client's delete would: an object with finalizers
+    /// is only marked (`deletionTimestamp`) and goes when its last finalizer is removed.
+    pub fn delete(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let def = RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .ok_or_else(|| ApiError::no_route(&format!("{group}/{plural}")))?;
+        self.shared
+            .store
+            .delete(def, &store::Key::new(def, namespace, name))
+    }
+
+    /// Makes the next `count` requests with HTTP `method` (`GET`, `POST`, `PUT`, `PATCH`,
+    /// `DELETE`, any case; `*` for any) on resource `plural` (`*` for any) fail with HTTP status
+    /// `code`, before anything is read or changed. `subresource` `None` matches requests on the
+    /// objects themselves (and their lists and watches), `Some("status")` or `Some("scale")`
+    /// only those on that subresource. The body is a `Status` with the real server's reason for
+    /// the code (500 `InternalError`, 503 `ServiceUnavailable`, 409 `Conflict`, 429
+    /// `TooManyRequests`, 504 `Timeout`, 404 `NotFound`, 403 `Forbidden`, 422 `Invalid`, …).
+    /// Faults armed earlier match first; each matching request uses up one.
+    pub fn fail_next(
+        &self,
+        method: &str,
+        plural: &str,
+        subresource: Option<&str>,
+        count: usize,
+        code: u16,
+    ) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(faults::Fault {
+                method: method.to_ascii_uppercase(),
+                plural: plural.to_owned(),
+                sub: subresource.map(str::to_owned),
+                left: count,
+                code,
+            });
+    }
+
+    /// How many requests the faults armed with [`fail_next`](Self::fail_next) will still fail
+    /// (0 once every one has been used up).
+    pub fn faults_pending(&self) -> usize {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending()
+    }
+
+    /// Every change to every object since the server started, in resourceVersion order: what
+    /// clients, fixtures and the simulated controllers did. Unbounded (unlike the history kept
+    /// for watches).
+    pub fn event_log(&self) -> Vec<LoggedEvent> {
+        self.shared
+            .store
+            .log()
+            .into_iter()
+            .map(|e| LoggedEvent {
+                kind: e.kind,
+                group: e.key.group,
+                plural: e.key.plural,
+                namespace: e.key.namespace,
+                name: e.key.name,
+                resource_version: e.rv,
+                object: e.object,
+            })
+            .collect()
+    }
+
+    /// Why claim `namespace/name` is Pending: the newest core Event the storage controllers
+    /// recorded for it (for this claim's uid, not an earlier claim of the same name), or `None`
+    /// if it is not Pending or was given no reason.
+    pub fn pending_reason(&self, namespace: &str, name: &str) -> Option<PendingReason> {
+        let claim = self
+            .get("", "persistentvolumeclaims", namespace, name)
+            .ok()?;
+        if claim["status"]["phase"] == serde_json::json!("Bound") {
+            return None;
+        }
+        let uid = claim["metadata"]["uid"].as_str()?;
+        let events = RESOURCES.iter().find(|r| r.plural == "events")?;
+        let (items, _) =
+            self.shared
+                .store
+                .list(events, Some(namespace), &select::Selectors::default());
+        items
+            .into_iter()
+            .filter(|e| e["involvedObject"]["uid"] == serde_json::json!(uid))
+            .max_by_key(|e| {
+                e["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|rv| rv.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .map(|e| PendingReason {
+                kind: e["type"].as_str().unwrap_or("").to_owned(),
+                reason: e["reason"].as_str().unwrap_or("").to_owned(),
+                message: e["message"].as_str().unwrap_or("").to_owned(),
+            })
     }
 
     /// Creates a namespace.

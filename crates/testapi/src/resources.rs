@@ -90,6 +90,17 @@ pub static RESOURCES: &[ResourceDef] = &[
     def(
         "",
         "v1",
+        "persistentvolumes",
+        "persistentvolume",
+        "PersistentVolume",
+        false,
+    )
+    .with_status()
+    .short(&["pv"]),
+    def("", "v1", "events", "event", "Event", true).short(&["ev"]),
+    def(
+        "",
+        "v1",
         "serviceaccounts",
         "serviceaccount",
         "ServiceAccount",
@@ -168,6 +179,25 @@ pub static RESOURCES: &[ResourceDef] = &[
         false,
     )
     .short(&["vsclass", "vsclasses"]),
+    def(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "volumesnapshotcontents",
+        "volumesnapshotcontent",
+        "VolumeSnapshotContent",
+        false,
+    )
+    .with_status()
+    .short(&["vsc", "vscs"]),
+    def(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "storageclass",
+        "StorageClass",
+        false,
+    )
+    .short(&["sc"]),
     def("route.openshift.io", "v1", "routes", "route", "Route", true).with_status(),
 ];
 

@@ -1,5 +1,7 @@
 //! Object storage with the API's bookkeeping: uid, resourceVersion, creationTimestamp,
-//! generateName, optimistic concurrency, and an event history for watches.
+//! generateName, optimistic concurrency, finalizers (a delete only marks an object that has
+//! some; it goes when the last is removed), the admission defaults of claims and volumes, an
+//! event history for watches and an unbounded log of every change for tests.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -88,6 +90,8 @@ struct Inner {
     objects: BTreeMap<Key, Value>,
     rv: u64,
     history: VecDeque<Event>,
+    /// Every change since the start, in order (never trimmed).
+    log: Vec<Event>,
     seed: u64,
 }
 
@@ -161,7 +165,33 @@ impl Inner {
             self.history.pop_front();
         }
         self.history.push_back(event.clone());
+        self.log.push(event.clone());
         let _ = tx.send(event);
+    }
+}
+
+impl Inner {
+    fn mark_deleted(
+        &mut self,
+        def: &ResourceDef,
+        key: &Key,
+        tx: &broadcast::Sender<Event>,
+    ) -> Result<Value, ApiError> {
+        let mut object = self
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(def, &key.name))?;
+        if !object["metadata"]["deletionTimestamp"].is_null() {
+            return Ok(object);
+        }
+        self.rv += 1;
+        object["metadata"]["deletionTimestamp"] = json!(now());
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.objects.insert(key.clone(), object.clone());
+        self.record(EventType::Modified, key.clone(), object.clone(), tx);
+        Ok(object)
     }
 }
 
@@ -270,6 +300,7 @@ impl Store {
         if inner.objects.contains_key(&key) {
             return Err(ApiError::already_exists(def, &name));
         }
+        admit(&inner, def, &mut object);
         inner.rv += 1;
         let uid = inner.uid();
         let meta = &mut object["metadata"];
@@ -284,7 +315,8 @@ impl Store {
 
     /// Replaces an object. A `metadata.resourceVersion` in `object` must match (409 otherwise).
     /// For resources with a status subresource, [`Part::Main`] keeps the old status and
-    /// [`Part::Status`] changes nothing but the status.
+    /// [`Part::Status`] changes nothing but the status. An update that changes nothing keeps the
+    /// resourceVersion; one that removes the last finalizer of an object being deleted deletes it.
     pub fn update(
         &self,
         def: &ResourceDef,
@@ -314,7 +346,7 @@ impl Store {
                 "the name of the object does not match the name in the URL",
             ));
         }
-        let updated = match part {
+        let mut updated = match part {
             Part::Status => {
                 let mut updated = old.clone();
                 updated["status"] = object.get("status").cloned().unwrap_or(Value::Null);
@@ -334,28 +366,48 @@ impl Store {
                 // Server-owned metadata survives whatever the client sent.
                 object["apiVersion"] = json!(def.api_version());
                 object["kind"] = json!(def.kind);
+                if !object["metadata"].is_object() {
+                    object["metadata"] = json!({});
+                }
                 for field in [
                     "uid",
                     "creationTimestamp",
                     "namespace",
                     "name",
                     "generation",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
                 ] {
-                    object["metadata"][field] = old["metadata"][field].clone();
+                    copy_field(&old["metadata"], &mut object["metadata"], field);
                 }
                 if object.get("spec") != old.get("spec") {
                     let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                     object["metadata"]["generation"] = json!(generation);
                 }
+                validate_update(def, &key.name, &old, &object)?;
                 object
             }
         };
+        // The comparison ignores the resourceVersion the client sent (or left out).
+        updated["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if updated == old {
             return Ok(old); // no change, no new resourceVersion (as the real server does)
         }
-        let mut updated = updated;
         inner.rv += 1;
         updated["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        let finalized =
+            !updated["metadata"]["deletionTimestamp"].is_null() && finalizers(&updated).is_empty();
+        if finalized {
+            // The last finalizer is gone from an object being deleted: it goes now.
+            inner.objects.remove(key);
+            inner.record(
+                EventType::Deleted,
+                key.clone(),
+                updated.clone(),
+                &self.events,
+            );
+            return Ok(updated);
+        }
         inner.objects.insert(key.clone(), updated.clone());
         inner.record(
             EventType::Modified,
@@ -364,6 +416,17 @@ impl Store {
             &self.events,
         );
         Ok(updated)
+    }
+
+    /// Marks an object as being deleted (`deletionTimestamp`) without removing it, as a graceful
+    /// deletion of a pod does; a no-op if it is marked already.
+    pub fn mark_deleted(&self, def: &ResourceDef, key: &Key) -> Result<Value, ApiError> {
+        lock(&self.inner).mark_deleted(def, key, &self.events)
+    }
+
+    /// Every change since the server started, in order.
+    pub fn log(&self) -> Vec<Event> {
+        lock(&self.inner).log.clone()
     }
 
     /// Backdates an object's creationTimestamp (fixtures of a cluster that has run for months).
@@ -406,6 +469,10 @@ impl Store {
         };
         if stale("resourceVersion", resource_version) || stale("uid", uid) {
             return Err(ApiError::conflict(def, &key.name));
+        }
+        if !finalizers(current).is_empty() {
+            // Finalizers hold the object: it is only marked, and goes when the last is removed.
+            return inner.mark_deleted(def, key, &self.events);
         }
         let mut old = inner
             .objects
@@ -466,6 +533,117 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+}
+
+/// The finalizer the `StorageObjectInUseProtection` admission plugin puts on every claim.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// The finalizer the `StorageObjectInUseProtection` admission plugin puts on every volume.
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// An object's finalizers.
+pub fn finalizers(object: &Value) -> Vec<&str> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Sets `field` of `to` to `from`'s, or removes it when `from` has none.
+fn copy_field(from: &Value, to: &mut Value, field: &str) {
+    match (from.get(field), to.as_object_mut()) {
+        (Some(v), Some(to)) => {
+            to.insert(field.to_owned(), v.clone());
+        }
+        (None, Some(to)) => {
+            to.remove(field);
+        }
+        _ => {}
+    }
+}
+
+/// What admission plugins do to a new object: no client-set deletion marks; the storage
+/// protection finalizers on claims and volumes; the default StorageClass for a claim that
+/// names none (`DefaultStorageClass`).
+fn admit(inner: &Inner, def: &ResourceDef, object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+    }
+    let finalizer = match (def.group, def.plural) {
+        ("", "persistentvolumeclaims") => PVC_PROTECTION,
+        ("", "persistentvolumes") => PV_PROTECTION,
+        _ => return,
+    };
+    if !finalizers(object).contains(&finalizer) {
+        match object["metadata"]["finalizers"].as_array_mut() {
+            Some(list) => list.push(json!(finalizer)),
+            None => object["metadata"]["finalizers"] = json!([finalizer]),
+        }
+    }
+    if def.plural == "persistentvolumeclaims" && object["spec"]["storageClassName"].is_null() {
+        let classes = inner
+            .objects
+            .iter()
+            .filter(|(k, _)| k.group == "storage.k8s.io" && k.plural == "storageclasses")
+            .map(|(_, v)| v);
+        if let Some(class) = crate::storage::default_class(classes) {
+            object["spec"]["storageClassName"] = json!(class);
+        }
+    }
+}
+
+/// Validation of an update the real API server refuses.
+fn validate_update(
+    def: &ResourceDef,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    if !new["metadata"]["deletionTimestamp"].is_null() {
+        let before = finalizers(old);
+        let added: Vec<_> = finalizers(new)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(
+                def,
+                name,
+                &format!(
+                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                ),
+            ));
+        }
+    }
+    if (def.group, def.plural) == ("", "persistentvolumeclaims") {
+        // Only the requests may change, the volume name once (binding), and a missing class
+        // may be set while unbound (the retroactive default StorageClass).
+        let mut before = old["spec"].clone();
+        let mut after = new["spec"].clone();
+        for spec in [&mut before, &mut after] {
+            if let Some(resources) = spec["resources"].as_object_mut() {
+                resources.remove("requests");
+            }
+            if let Some(spec) = spec.as_object_mut() {
+                spec.remove("volumeAttributesClassName");
+            }
+        }
+        let unbound = old["spec"]["volumeName"].as_str().unwrap_or("").is_empty();
+        if unbound {
+            copy_field(&after, &mut before, "volumeName");
+            if old["spec"]["storageClassName"].is_null() {
+                copy_field(&after, &mut before, "storageClassName");
+            }
+        }
+        if before != after {
+            return Err(ApiError::invalid(
+                def,
+                name,
+                "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 1123 subdomain: lower-case alphanumerics, '-' and '.', at most 253 characters.
