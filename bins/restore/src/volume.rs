@@ -128,16 +128,15 @@ pub async fn run(args: VolumeArgs) -> Result<()> {
             plan.target.namespace
         );
     }
-    if report.previous_volume_released {
-        eprintln!(
-            "previous volume {}: reclaim policy {} given back (--release-previous-volume)",
-            report.previous_volume, plan.reclaim_policy
-        );
-    } else {
-        eprintln!(
-            "previous volume {} is kept (Released, reclaim policy Retain); delete it when satisfied: kubectl delete pv {}",
-            report.previous_volume, report.previous_volume
-        );
+    match (&report.previous_volume, report.previous_volume_released) {
+        (Some(volume), true) => eprintln!(
+            "previous volume {volume}: reclaim policy {} given back (--release-previous-volume)",
+            plan.reclaim_policy.as_deref().unwrap_or("Delete")
+        ),
+        (Some(volume), false) => eprintln!(
+            "previous volume {volume} is kept (Released, reclaim policy Retain); delete it when satisfied: kubectl delete pv {volume}"
+        ),
+        (None, _) => {}
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

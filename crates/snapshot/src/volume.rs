@@ -47,6 +47,8 @@ use crate::{Snapshots, VolumeSnapshot, VolumeSnapshotClass};
 pub const SAFETY_ROLE_LABEL: &str = "litemaas-backup/role";
 /// Annotation on the previous volume: its reclaim policy before the restore set `Retain`.
 pub const POLICY_ANNOTATION: &str = "litemaas-backup/reclaim-policy-before-restore";
+/// Annotation on the StatefulSet while a restore holds it at 0: the replicas it had.
+pub const REPLICAS_ANNOTATION: &str = "litemaas-backup/replicas-before-restore";
 
 /// Which StatefulSet and claim to restore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -210,26 +212,107 @@ pub struct Plan {
     pub target: VolumeTarget,
     /// From what.
     pub snapshot: SnapshotInfo,
-    /// The StatefulSet's replicas now (restored at the end).
+    /// The replicas the StatefulSet gets at the end: what it runs now, or what a failed
+    /// restore noted before it scaled down.
     pub replicas: i32,
-    /// The claim's StorageClass.
-    pub storage_class: Option<String>,
-    /// Its provisioner / the volume's CSI driver.
+    /// The replicas it runs now.
+    pub running: i32,
+    /// The claim now (`None`: missing, as a failed swap can leave it).
+    pub claim_uid: Option<String>,
+    /// How the new claim is made (from the claim, or from the StatefulSet's template).
+    pub claim: ClaimShape,
+    /// The claim's provisioner / the volume's CSI driver.
     pub driver: String,
     /// `WaitForFirstConsumer` binding: the new claim binds when the pod comes.
     pub wait_for_first_consumer: bool,
-    /// The bound volume now.
-    pub volume: String,
+    /// The bound volume now (`None` when the claim is not Bound: no safety snapshot then).
+    pub volume: Option<String>,
     /// Its reclaim policy now.
-    pub reclaim_policy: String,
+    pub reclaim_policy: Option<String>,
     /// The claim's requested size now.
     pub size_now: String,
     /// The new claim's size (at least the snapshot's `restoreSize`).
     pub size_new: String,
-    /// The safety snapshot's name, unless skipped.
+    /// The safety snapshot's name, unless skipped (or nothing is Bound to snapshot).
     pub safety_snapshot: Option<String>,
     /// One line per step: what it touches.
     pub steps: Vec<String>,
+}
+
+/// What the claim is made of, besides its data: kept across the swap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClaimShape {
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations, without the binding controllers' own.
+    pub annotations: BTreeMap<String, String>,
+    /// StorageClass.
+    pub storage_class: Option<String>,
+    /// Access modes.
+    pub access_modes: Vec<String>,
+    /// `Filesystem` or `Block`.
+    pub volume_mode: Option<String>,
+    /// Requested storage.
+    pub size: String,
+}
+
+impl ClaimShape {
+    fn of_claim(claim: &PersistentVolumeClaim) -> Self {
+        let spec = claim.spec.clone().unwrap_or_default();
+        Self {
+            labels: claim.metadata.labels.clone().unwrap_or_default(),
+            annotations: claim
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| {
+                    !(k.starts_with("pv.kubernetes.io/")
+                        || k.starts_with("volume.kubernetes.io/")
+                        || k.starts_with("volume.beta.kubernetes.io/")
+                        || k.starts_with("litemaas-backup/")
+                        || k.as_str() == "kubectl.kubernetes.io/last-applied-configuration")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            storage_class: spec.storage_class_name,
+            access_modes: spec.access_modes.unwrap_or_default(),
+            volume_mode: spec.volume_mode,
+            size: spec
+                .resources
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").map(|q| q.0.clone()))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// From a `volumeClaimTemplates` entry (JSON), as the StatefulSet controller makes it.
+    fn of_template(template: &serde_json::Value) -> Self {
+        let strings = |v: &serde_json::Value| -> BTreeMap<String, String> {
+            v.as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        };
+        let spec = &template["spec"];
+        Self {
+            labels: strings(&template["metadata"]["labels"]),
+            annotations: strings(&template["metadata"]["annotations"]),
+            storage_class: spec["storageClassName"].as_str().map(str::to_owned),
+            access_modes: spec["accessModes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect(),
+            volume_mode: spec["volumeMode"].as_str().map(str::to_owned),
+            size: spec["resources"]["requests"]["storage"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
 }
 
 /// How one step went.
@@ -250,8 +333,8 @@ pub struct VolumeReport {
     pub plan: Plan,
     /// Each step.
     pub steps: Vec<StepReport>,
-    /// The previous volume, kept unless released.
-    pub previous_volume: String,
+    /// The previous volume, kept unless released (`None` when there was none bound).
+    pub previous_volume: Option<String>,
     /// Whether it was given its reclaim policy back.
     pub previous_volume_released: bool,
 }
@@ -393,33 +476,39 @@ impl VolumeRestore {
         // Read through JSON: the shape of StatefulSet.spec depends on the Kubernetes version
         // the binary chose (optional before 1.37).
         let spec = serde_json::to_value(&sts).unwrap_or_default()["spec"].take();
-        let replicas = spec["replicas"]
+        let running = spec["replicas"]
             .as_i64()
             .and_then(|r| i32::try_from(r).ok())
             .unwrap_or(1);
-        let templates: Vec<String> = spec["volumeClaimTemplates"]
+        // A failed restore left the StatefulSet at 0 and noted the replicas it had.
+        let noted = sts
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REPLICAS_ANNOTATION))
+            .and_then(|r| r.parse::<i32>().ok());
+        let replicas = match noted {
+            Some(noted) if running == 0 => noted,
+            _ => running,
+        };
+        let template = spec["volumeClaimTemplates"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_owned))
-            .collect();
-        let prefix_of = |template: &str| format!("{template}-{}-", t.statefulset);
-        if !templates.iter().any(|tpl| {
-            t.claim
-                .strip_prefix(&prefix_of(tpl))
-                .is_some_and(|o| o.parse::<u32>().is_ok())
-        }) {
-            return Err(VolumeError::refused(format!(
-                "claim {} is not one of StatefulSet {}'s volume claims (templates: {})",
-                t.claim,
-                t.statefulset,
-                if templates.is_empty() {
-                    "none".into()
-                } else {
-                    templates.join(", ")
-                }
-            )));
-        }
+            .find(|c| {
+                c["metadata"]["name"].as_str().is_some_and(|name| {
+                    t.claim
+                        .strip_prefix(&format!("{name}-{}-", t.statefulset))
+                        .is_some_and(|o| o.parse::<u32>().is_ok())
+                })
+            })
+            .cloned()
+            .ok_or_else(|| {
+                VolumeError::refused(format!(
+                    "claim {} is not one of StatefulSet {}'s volume claims",
+                    t.claim, t.statefulset
+                ))
+            })?;
         let claim = self
             .claim_api()
             .get_opt(&t.claim)
@@ -427,48 +516,72 @@ impl VolumeRestore {
             .map_err(refuse_kube(format!(
                 "reading PersistentVolumeClaim {}/{}",
                 t.namespace, t.claim
-            )))?
-            .ok_or_else(|| {
-                VolumeError::refused(format!(
-                    "PersistentVolumeClaim {}/{} not found",
-                    t.namespace, t.claim
-                ))
-            })?;
-        let phase = claim
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        let claim_spec = claim.spec.clone().unwrap_or_default();
-        let volume = match (&phase[..], claim_spec.volume_name.clone()) {
-            ("Bound", Some(volume)) => volume,
-            _ => {
-                return Err(VolumeError::refused(format!(
-                    "PersistentVolumeClaim {}/{} is not Bound (phase {})",
+            )))?;
+        let bound_to = claim.as_ref().and_then(|c| {
+            let phase = c.status.as_ref().and_then(|s| s.phase.as_deref());
+            let volume = c.spec.as_ref().and_then(|s| s.volume_name.clone());
+            (phase == Some("Bound")).then_some(volume).flatten()
+        });
+        // Without a Bound claim, only a stopped StatefulSet is restored (the state a failed
+        // swap leaves): with pods running, the claim is someone else's business.
+        if bound_to.is_none() && running > 0 {
+            return Err(VolumeError::refused(match &claim {
+                None => format!(
+                    "PersistentVolumeClaim {}/{} not found while StatefulSet {} runs {running} replica(s)",
+                    t.namespace, t.claim, t.statefulset
+                ),
+                Some(c) => format!(
+                    "PersistentVolumeClaim {}/{} is not Bound (phase {}) while StatefulSet {} runs",
                     t.namespace,
                     t.claim,
-                    if phase.is_empty() { "unknown" } else { &phase }
-                )));
-            }
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_else(|| "unknown".into()),
+                    t.statefulset
+                ),
+            }));
+        }
+        let shape = match &claim {
+            Some(c) => ClaimShape::of_claim(c),
+            None => ClaimShape::of_template(&template),
         };
-        let pv = Api::<PersistentVolume>::all(self.client.clone())
-            .get_opt(&volume)
-            .await
-            .map_err(refuse_kube(format!("reading PersistentVolume {volume}")))?
-            .ok_or_else(|| {
-                VolumeError::refused(format!(
-                    "PersistentVolume {volume} of claim {} not found",
-                    t.claim
-                ))
-            })?;
-        let pv_spec = pv.spec.clone().unwrap_or_default();
-        let class_name = claim_spec.storage_class_name.clone();
-        let class = match &class_name {
-            Some(name) if !name.is_empty() => Api::<StorageClass>::all(self.client.clone())
+        let pv = match &bound_to {
+            Some(volume) => Some(
+                Api::<PersistentVolume>::all(self.client.clone())
+                    .get_opt(volume)
+                    .await
+                    .map_err(refuse_kube(format!("reading PersistentVolume {volume}")))?
+                    .ok_or_else(|| {
+                        VolumeError::refused(format!(
+                            "PersistentVolume {volume} of claim {} not found",
+                            t.claim
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let pv_spec = pv.and_then(|pv| pv.spec).unwrap_or_default();
+        let classes = Api::<StorageClass>::all(self.client.clone());
+        let class = match &shape.storage_class {
+            Some(name) if !name.is_empty() => classes
                 .get_opt(name)
                 .await
                 .map_err(refuse_kube(format!("reading StorageClass {name}")))?,
-            _ => None,
+            _ => classes
+                .list(&ListParams::default())
+                .await
+                .map_err(refuse_kube("listing StorageClasses".into()))?
+                .items
+                .into_iter()
+                .find(|c| {
+                    c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                        .map(String::as_str)
+                        == Some("true")
+                }),
         };
         let driver = pv_spec
             .csi
@@ -477,7 +590,7 @@ impl VolumeRestore {
             .or_else(|| class.as_ref().map(|c| c.provisioner.clone()))
             .ok_or_else(|| {
                 VolumeError::refused(format!(
-                    "cannot tell which CSI driver holds claim {}: its volume {volume} is not a CSI volume and it has no StorageClass",
+                    "cannot tell which CSI driver holds claim {}: it is not on a CSI volume and has no StorageClass",
                     t.claim
                 ))
             })?;
@@ -487,13 +600,7 @@ impl VolumeRestore {
             == Some("WaitForFirstConsumer");
         let snapshot = self.choose_snapshot().await?;
         let info = self.snapshot_info(&snapshot, &driver).await?;
-        let size_now = claim_spec
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.clone())
-            .unwrap_or_default();
+        let size_now = shape.size.clone();
         let size_new = match (
             quantity_bytes(&size_now),
             quantity_bytes(&info.restore_size),
@@ -507,7 +614,8 @@ impl VolumeRestore {
                 )));
             }
         };
-        let safety_snapshot = self.options.safety_snapshot.then(|| {
+        // A safety snapshot needs a Bound claim to snapshot.
+        let safety_snapshot = (self.options.safety_snapshot && bound_to.is_some()).then(|| {
             format!(
                 "litemaas-safety-{}",
                 self.options.now.strftime("%Y%m%d-%H%M%S")
@@ -526,18 +634,22 @@ impl VolumeRestore {
                 "a VolumeSnapshot named {name} (the safety snapshot's name) already exists; try again in a second"
             )));
         }
-        let reclaim_policy = pv_spec
-            .persistent_volume_reclaim_policy
-            .clone()
-            .unwrap_or_else(|| "Delete".into());
+        let reclaim_policy = bound_to.as_ref().map(|_| {
+            pv_spec
+                .persistent_volume_reclaim_policy
+                .clone()
+                .unwrap_or_else(|| "Delete".into())
+        });
         let mut plan = Plan {
             target: t.clone(),
             snapshot: info,
             replicas,
-            storage_class: class_name,
+            running,
+            claim_uid: claim.as_ref().and_then(|c| c.metadata.uid.clone()),
+            claim: shape,
             driver,
             wait_for_first_consumer,
-            volume,
+            volume: bound_to,
             reclaim_policy,
             size_now,
             size_new,
@@ -681,36 +793,56 @@ impl VolumeRestore {
 /// One line per step, naming the objects it touches.
 fn describe(plan: &Plan) -> Vec<String> {
     let t = &plan.target;
+    let claim_now = match (&plan.claim_uid, &plan.volume) {
+        (_, Some(volume)) => format!("claim {} ({}, volume {volume})", t.claim, plan.size_now),
+        (Some(_), None) => format!("claim {} (not Bound: left by a failed restore)", t.claim),
+        (None, None) => format!("claim {} (missing: left by a failed restore)", t.claim),
+    };
     vec![
         format!(
-            "check: VolumeSnapshot {} (restoreSize {}, class {}, driver {}) fits claim {} ({}, volume {})",
-            plan.snapshot.name, plan.snapshot.restore_size, plan.snapshot.class, plan.driver, t.claim, plan.size_now, plan.volume
+            "check: VolumeSnapshot {} (restoreSize {}, class {}, driver {}) fits {claim_now}",
+            plan.snapshot.name, plan.snapshot.restore_size, plan.snapshot.class, plan.driver
         ),
-        format!(
-            "scale down: StatefulSet {} from {} replica(s) to 0, wait until its pods are gone",
-            t.statefulset, plan.replicas
-        ),
-        match &plan.safety_snapshot {
-            Some(name) => format!("safety snapshot: VolumeSnapshot {name} of claim {}, wait until readyToUse", t.claim),
-            None => "safety snapshot: SKIPPED (--no-safety-snapshot): a failed swap cannot be rolled back from a snapshot".into(),
-        },
-        if plan.reclaim_policy == "Retain" {
-            format!("retain the volume: PersistentVolume {} already has reclaim policy Retain", plan.volume)
-        } else {
+        if plan.running > 0 {
             format!(
-                "retain the volume: PersistentVolume {} reclaim policy {} -> Retain, so deleting the claim keeps the data",
-                plan.volume, plan.reclaim_policy
+                "scale down: StatefulSet {} from {} replica(s) to 0, wait until its pods are gone",
+                t.statefulset, plan.running
             )
+        } else {
+            format!("scale down: StatefulSet {} is already at 0", t.statefulset)
+        },
+        match (&plan.safety_snapshot, &plan.volume) {
+            (Some(name), _) => format!(
+                "safety snapshot: VolumeSnapshot {name} of claim {}, wait until readyToUse",
+                t.claim
+            ),
+            (None, Some(_)) => "safety snapshot: SKIPPED (--no-safety-snapshot): a failed swap cannot be rolled back from a snapshot".into(),
+            (None, None) => "safety snapshot: none (no Bound claim to snapshot)".into(),
+        },
+        match (&plan.volume, plan.reclaim_policy.as_deref()) {
+            (Some(volume), Some("Retain")) => {
+                format!("retain the volume: PersistentVolume {volume} already has reclaim policy Retain")
+            }
+            (Some(volume), policy) => format!(
+                "retain the volume: PersistentVolume {volume} reclaim policy {} -> Retain, so deleting the claim keeps the data",
+                policy.unwrap_or("Delete")
+            ),
+            (None, _) => "retain the volume: no bound volume".into(),
         },
         format!(
-            "swap the claim: delete PersistentVolumeClaim {}, create it again from VolumeSnapshot {} ({}), wait until {}",
+            "swap the claim: {}create PersistentVolumeClaim {} from VolumeSnapshot {} ({}), wait until {}",
+            if plan.claim_uid.is_some() { format!("delete PersistentVolumeClaim {}, ", t.claim) } else { String::new() },
             t.claim,
             plan.snapshot.name,
             plan.size_new,
-            if plan.wait_for_first_consumer { "created (WaitForFirstConsumer: it binds when the pod starts)" } else { "Bound" }
+            if plan.wait_for_first_consumer {
+                "created (WaitForFirstConsumer: it binds when the pod starts)"
+            } else {
+                "Bound"
+            }
         ),
         format!(
-            "scale up: StatefulSet {} back to {} replica(s), wait until Running and Ready",
+            "scale up: StatefulSet {} to {} replica(s), wait until Running and Ready",
             t.statefulset, plan.replicas
         ),
     ]
@@ -739,7 +871,7 @@ impl WaitEnd {
     fn cause(&self, what: &str, timeout: Duration) -> String {
         match self {
             WaitEnd::Cancelled => {
-                format!("interrupted (signal or deadline) while waiting for {what}")
+                format!("interrupted (signal, deadline or lost Lease) while waiting for {what}")
             }
             WaitEnd::TimedOut => format!("{what}: not after {timeout:?}"),
             WaitEnd::Api(e) => format!("{what}: {e}"),
@@ -795,15 +927,17 @@ impl Run<'_> {
         }
     }
 
-    async fn scale(&self, replicas: i32) -> Result<(), kube::Error> {
+    /// Scales the StatefulSet; `note` records (or, `None`, removes) the replicas to come back to.
+    async fn scale(&self, replicas: i32, note: Option<i32>) -> Result<(), kube::Error> {
+        let sts = self.restore.sts_api();
+        let name = &self.plan.target.statefulset;
+        let annotation = note.map(|n| n.to_string());
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {REPLICAS_ANNOTATION: annotation}}});
+        sts.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
-        self.restore
-            .sts_api()
-            .patch_scale(
-                &self.plan.target.statefulset,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+        sts.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
     }
@@ -828,23 +962,16 @@ impl Run<'_> {
 
     async fn set_reclaim_policy(
         &self,
+        volume: &str,
         policy: &str,
         remember: Option<&str>,
     ) -> Result<(), kube::Error> {
-        let annotations = match remember {
-            Some(before) => serde_json::json!({POLICY_ANNOTATION: before}),
-            None => serde_json::json!({POLICY_ANNOTATION: null}),
-        };
         let patch = serde_json::json!({
-            "metadata": {"annotations": annotations},
+            "metadata": {"annotations": {POLICY_ANNOTATION: remember}},
             "spec": {"persistentVolumeReclaimPolicy": policy},
         });
         Api::<PersistentVolume>::all(self.restore.client.clone())
-            .patch(
-                &self.plan.volume,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
     }
@@ -853,13 +980,11 @@ impl Run<'_> {
     async fn undo(&mut self) -> String {
         let mut problems = Vec::new();
         if self.retained
-            && let Err(e) = self
-                .set_reclaim_policy(&self.plan.reclaim_policy, None)
-                .await
+            && let (Some(volume), Some(policy)) = (&self.plan.volume, &self.plan.reclaim_policy)
+            && let Err(e) = self.set_reclaim_policy(volume, policy, None).await
         {
             problems.push(format!(
-                "could not set PersistentVolume {}'s reclaim policy back to {} ({e}); it is Retain",
-                self.plan.volume, self.plan.reclaim_policy
+                "could not set PersistentVolume {volume}'s reclaim policy back to {policy} ({e}); it is Retain"
             ));
         }
         if let Some(name) = &self.plan.safety_snapshot
@@ -869,10 +994,14 @@ impl Run<'_> {
             let _ = self.restore.snapshots().delete(name).await;
         }
         if self.scaled_down {
-            if let Err(e) = self.scale(self.plan.replicas).await {
+            if let Err(e) = self.scale(self.plan.running, None).await {
                 problems.push(format!(
-                    "could not scale StatefulSet {} back to {} ({e}): it is at 0; run kubectl scale statefulset {} -n {} --replicas={}",
-                    self.plan.target.statefulset, self.plan.replicas, self.plan.target.statefulset, self.ns(), self.plan.replicas
+                    "could not scale StatefulSet {} back to {} ({e}): run kubectl scale statefulset {} -n {} --replicas={}",
+                    self.plan.target.statefulset,
+                    self.plan.running,
+                    self.plan.target.statefulset,
+                    self.ns(),
+                    self.plan.running
                 ));
             } else {
                 self.scaled_down = false;
@@ -880,8 +1009,8 @@ impl Run<'_> {
         }
         if problems.is_empty() {
             format!(
-                "nothing was changed: claim {} still holds the database and StatefulSet {} is back at {} replica(s)",
-                self.plan.target.claim, self.plan.target.statefulset, self.plan.replicas
+                "nothing was changed: claim {} was not touched and StatefulSet {} is back at {} replica(s)",
+                self.plan.target.claim, self.plan.target.statefulset, self.plan.running
             )
         } else {
             format!(
@@ -905,12 +1034,17 @@ impl Run<'_> {
 
     fn fail_after_delete(&mut self, step: Step, cause: String, state: String) -> VolumeError {
         let rollback = self.rollback_command();
+        let previous = match &self.plan.volume {
+            Some(volume) => format!(
+                "; the previous data is on PersistentVolume {volume} (reclaim policy Retain)"
+            ),
+            None => String::new(),
+        };
         let state = format!(
-            "{state}; StatefulSet {} is left at 0 replicas (a pod would get an empty claim); the previous data is on PersistentVolume {} (reclaim policy Retain){}",
+            "{state}; StatefulSet {} is left at 0 replicas (a pod would get an empty claim){previous}{}",
             self.plan.target.statefulset,
-            self.plan.volume,
             if rollback.is_none() {
-                "; no safety snapshot was taken"
+                "; no safety snapshot exists: restore a backup snapshot with litemaas-restore volume --latest"
             } else {
                 ""
             }
@@ -950,22 +1084,17 @@ impl VolumeRestore {
         };
         let t = &plan.target;
         let timeouts = self.options.timeouts;
+        let interrupted = || "interrupted (signal, deadline or lost Lease)".to_owned();
 
-        // 2. Scale down.
+        // 2. Scale down (noting the replicas, for a rollback run after a failure).
         let started = Instant::now();
         if cancel.is_cancelled() {
-            return Err(run
-                .fail_before_swap(Step::ScaleDown, "interrupted before it began".into())
-                .await);
+            return Err(run.fail_before_swap(Step::ScaleDown, interrupted()).await);
         }
         run.scaled_down = true; // a scale request may land even if its answer is lost
-        if let Err(e) = run.scale(0).await {
-            return Err(run
-                .fail_before_swap(
-                    Step::ScaleDown,
-                    kube_cause(&format!("scaling StatefulSet {} to 0", t.statefulset), &e),
-                )
-                .await);
+        if let Err(e) = run.scale(0, Some(plan.replicas)).await {
+            let cause = kube_cause(&format!("scaling StatefulSet {} to 0", t.statefulset), &e);
+            return Err(run.fail_before_swap(Step::ScaleDown, cause).await);
         }
         let gone = run
             .wait(timeouts.scale_down, || async {
@@ -983,7 +1112,7 @@ impl VolumeRestore {
             Step::ScaleDown,
             format!(
                 "StatefulSet {} scaled from {} to 0; its pods are gone",
-                t.statefulset, plan.replicas
+                t.statefulset, plan.running
             ),
             started,
         );
@@ -996,8 +1125,8 @@ impl VolumeRestore {
                     (SAFETY_ROLE_LABEL, "safety"),
                     ("app.kubernetes.io/managed-by", "litemaas-backup"),
                 ];
-                if let Err(e) = self
-                    .snapshots()
+                let snapshots = self.snapshots();
+                if let Err(e) = snapshots
                     .create(
                         &t.claim,
                         name,
@@ -1010,27 +1139,19 @@ impl VolumeRestore {
                         .fail_before_swap(Step::SafetySnapshot, e.to_string())
                         .await);
                 }
-                let snapshots = self.snapshots();
                 let ready = tokio::select! {
-                    () = cancel.cancelled() => Err("interrupted (signal or deadline) while waiting for it to be ready".to_owned()),
+                    () = cancel.cancelled() => Err(format!("{} while waiting for it to be ready", interrupted())),
                     ready = snapshots.wait_ready(name, timeouts.snapshot) => ready.map_err(|e| e.to_string()),
                 };
                 if let Err(cause) = ready {
-                    return Err(run
-                        .fail_before_swap(
-                            Step::SafetySnapshot,
-                            format!("safety snapshot {name}: {cause}"),
-                        )
-                        .await);
+                    let cause = format!("safety snapshot {name}: {cause}");
+                    return Err(run.fail_before_swap(Step::SafetySnapshot, cause).await);
                 }
                 run.safety_ready = true;
-                run.finish(
-                    Step::SafetySnapshot,
-                    format!("VolumeSnapshot {name} of claim {} is readyToUse", t.claim),
-                    started,
-                );
+                let detail = format!("VolumeSnapshot {name} of claim {} is readyToUse", t.claim);
+                run.finish(Step::SafetySnapshot, detail, started);
             }
-            None => {
+            None if plan.volume.is_some() => {
                 tracing::warn!(
                     "no safety snapshot (--no-safety-snapshot): a failed swap cannot be rolled back from a snapshot"
                 );
@@ -1040,174 +1161,139 @@ impl VolumeRestore {
                     started,
                 );
             }
+            None => run.finish(
+                Step::SafetySnapshot,
+                "none: no Bound claim to snapshot".into(),
+                started,
+            ),
         }
 
         // 4. Retain the volume.
         let started = Instant::now();
         if cancel.is_cancelled() {
             return Err(run
-                .fail_before_swap(
-                    Step::RetainVolume,
-                    "interrupted (signal or deadline)".into(),
-                )
+                .fail_before_swap(Step::RetainVolume, interrupted())
                 .await);
         }
-        if plan.reclaim_policy != "Retain" {
-            run.retained = true;
-            if let Err(e) = run
-                .set_reclaim_policy("Retain", Some(&plan.reclaim_policy))
-                .await
-            {
-                return Err(run
-                    .fail_before_swap(
-                        Step::RetainVolume,
-                        kube_cause(
-                            &format!(
-                                "setting PersistentVolume {}'s reclaim policy to Retain",
-                                plan.volume
-                            ),
-                            &e,
-                        ),
-                    )
-                    .await);
+        match (&plan.volume, plan.reclaim_policy.as_deref()) {
+            (Some(volume), Some(policy)) if policy != "Retain" => {
+                run.retained = true;
+                if let Err(e) = run.set_reclaim_policy(volume, "Retain", Some(policy)).await {
+                    let cause = kube_cause(
+                        &format!("setting PersistentVolume {volume}'s reclaim policy to Retain"),
+                        &e,
+                    );
+                    return Err(run.fail_before_swap(Step::RetainVolume, cause).await);
+                }
+                let detail =
+                    format!("PersistentVolume {volume}: reclaim policy {policy} -> Retain");
+                run.finish(Step::RetainVolume, detail, started);
             }
-            run.finish(
-                Step::RetainVolume,
-                format!(
-                    "PersistentVolume {}: reclaim policy {} -> Retain",
-                    plan.volume, plan.reclaim_policy
-                ),
-                started,
-            );
-        } else {
-            run.finish(
-                Step::RetainVolume,
-                format!(
-                    "PersistentVolume {} already has reclaim policy Retain",
-                    plan.volume
-                ),
-                started,
-            );
+            (Some(volume), _) => {
+                let detail = format!("PersistentVolume {volume} already has reclaim policy Retain");
+                run.finish(Step::RetainVolume, detail, started);
+            }
+            (None, _) => run.finish(Step::RetainVolume, "no bound volume".into(), started),
         }
 
         // 5. Swap the claim.
         let started = Instant::now();
         if cancel.is_cancelled() {
-            return Err(run
-                .fail_before_swap(
-                    Step::SwapClaim,
-                    "interrupted (signal or deadline) before the claim was deleted".into(),
-                )
-                .await);
+            let cause = format!("{} before the claim was deleted", interrupted());
+            return Err(run.fail_before_swap(Step::SwapClaim, cause).await);
         }
         let claims = self.claim_api();
-        let old = match claims.get(&t.claim).await {
+        let old = match claims.get_opt(&t.claim).await {
             Ok(old) => old,
             Err(e) => {
-                return Err(run
-                    .fail_before_swap(
-                        Step::SwapClaim,
-                        kube_cause(&format!("reading claim {}", t.claim), &e),
-                    )
-                    .await);
+                let cause = kube_cause(&format!("reading claim {}", t.claim), &e);
+                return Err(run.fail_before_swap(Step::SwapClaim, cause).await);
             }
         };
-        if old.spec.as_ref().and_then(|s| s.volume_name.as_deref()) != Some(plan.volume.as_str()) {
-            return Err(run
-                .fail_before_swap(
-                    Step::SwapClaim,
-                    format!(
-                        "claim {} is no longer bound to {}; someone changed it meanwhile",
-                        t.claim, plan.volume
-                    ),
-                )
-                .await);
-        }
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: old.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        if let Err(e) = claims.delete(&t.claim, &params).await {
-            // Did it go through anyway (a lost answer)?
-            match claims.get_opt(&t.claim).await {
-                Ok(Some(c))
-                    if c.metadata.uid == old.metadata.uid
-                        && c.metadata.deletion_timestamp.is_none() =>
-                {
-                    return Err(run
-                        .fail_before_swap(
-                            Step::SwapClaim,
-                            kube_cause(&format!("deleting claim {}", t.claim), &e),
-                        )
-                        .await);
-                }
-                _ => {}
-            }
-        }
-        let gone = run
-            .wait(timeouts.bind, || async {
-                Ok(match claims.get_opt(&t.claim).await? {
-                    Some(c) if c.metadata.uid == old.metadata.uid => None,
-                    _ => Some(()),
-                })
-            })
-            .await;
-        if let Err(end) = gone {
-            let cause = end.cause(&format!("claim {} to be deleted", t.claim), timeouts.bind);
-            let state = format!(
-                "claim {} is being deleted (something still uses it?)",
+        let old_uid = old.as_ref().and_then(|c| c.metadata.uid.clone());
+        if old_uid != plan.claim_uid {
+            let cause = format!(
+                "claim {} changed since the check; someone else is at work",
                 t.claim
             );
-            return Err(run.fail_after_delete(Step::SwapClaim, cause, state));
+            return Err(run.fail_before_swap(Step::SwapClaim, cause).await);
         }
-        let new = restored_claim(&old, plan);
-        let mut created = None;
+        if let Some(uid) = &old_uid {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            if let Err(e) = claims.delete(&t.claim, &params).await {
+                // Did it go through anyway (a lost answer)?
+                if let Ok(Some(c)) = claims.get_opt(&t.claim).await
+                    && c.metadata.uid.as_ref() == Some(uid)
+                    && c.metadata.deletion_timestamp.is_none()
+                {
+                    let cause = kube_cause(&format!("deleting claim {}", t.claim), &e);
+                    return Err(run.fail_before_swap(Step::SwapClaim, cause).await);
+                }
+            }
+            let gone = run
+                .wait(timeouts.bind, || async {
+                    Ok(match claims.get_opt(&t.claim).await? {
+                        Some(c) if c.metadata.uid.as_ref() == Some(uid) => None,
+                        _ => Some(()),
+                    })
+                })
+                .await;
+            if let Err(end) = gone {
+                let cause = end.cause(&format!("claim {} to be deleted", t.claim), timeouts.bind);
+                let state = format!(
+                    "claim {} is being deleted (something still uses it?)",
+                    t.claim
+                );
+                return Err(run.fail_after_delete(Step::SwapClaim, cause, state));
+            }
+        }
+        let new = restored_claim(plan);
+        let mut created = false;
         let mut last_error = String::new();
-        for attempt in 0..5 {
+        for attempt in 1..=5 {
             match claims.create(&PostParams::default(), &new).await {
-                Ok(c) => {
-                    created = Some(c);
+                Ok(_) => {
+                    created = true;
                     break;
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     // Ours, if a lost answer hid a success; anything else is not ours to touch.
-                    match claims.get_opt(&t.claim).await {
-                        Ok(Some(c)) if same_source(&c, plan) => {
-                            created = Some(c);
-                            break;
-                        }
-                        _ => {
-                            last_error = format!(
-                                "a claim named {} appeared that is not the one this restore creates (the StatefulSet controller?)",
-                                t.claim
-                            );
-                            break;
-                        }
+                    if let Ok(Some(c)) = claims.get_opt(&t.claim).await
+                        && same_source(&c, plan)
+                    {
+                        created = true;
+                    } else {
+                        last_error = format!(
+                            "a claim named {} appeared that this restore did not create",
+                            t.claim
+                        );
                     }
+                    break;
                 }
                 Err(e) => last_error = e.to_string(),
             }
             if cancel.is_cancelled() {
+                last_error = format!("{last_error}; {}", interrupted());
                 break;
             }
-            tokio::time::sleep(self.options.poll * (attempt + 1)).await;
+            tokio::time::sleep(self.options.poll * attempt).await;
         }
-        if created.is_none() {
+        if !created {
+            let cause = format!(
+                "creating claim {} from VolumeSnapshot {}: {last_error}",
+                t.claim, plan.snapshot.name
+            );
             let state = format!(
-                "claim {} was deleted and could not be created again",
+                "claim {} is deleted and could not be created again",
                 t.claim
             );
-            return Err(run.fail_after_delete(
-                Step::SwapClaim,
-                format!(
-                    "creating claim {} from VolumeSnapshot {}: {last_error}",
-                    t.claim, plan.snapshot.name
-                ),
-                state,
-            ));
+            return Err(run.fail_after_delete(Step::SwapClaim, cause, state));
         }
         let bound = run
             .wait(timeouts.bind, || async {
@@ -1242,55 +1328,46 @@ impl VolumeRestore {
                 return Err(run.fail_after_delete(Step::SwapClaim, cause, state));
             }
         };
-        run.finish(
-            Step::SwapClaim,
-            format!(
-                "claim {} recreated from VolumeSnapshot {} ({}): {phase}",
-                t.claim, plan.snapshot.name, plan.size_new
-            ),
-            started,
+        let detail = format!(
+            "claim {} created from VolumeSnapshot {} ({}): {phase}",
+            t.claim, plan.snapshot.name, plan.size_new
         );
+        run.finish(Step::SwapClaim, detail, started);
 
         // 6. Scale up.
         let started = Instant::now();
-        if let Err(e) = run.scale(plan.replicas).await {
+        let restored = format!(
+            "claim {} is restored from VolumeSnapshot {}",
+            t.claim, plan.snapshot.name
+        );
+        if let Err(e) = run.scale(plan.replicas, None).await {
             let cause = kube_cause(
-                &format!(
-                    "scaling StatefulSet {} back to {}",
-                    t.statefulset, plan.replicas
-                ),
+                &format!("scaling StatefulSet {} to {}", t.statefulset, plan.replicas),
                 &e,
             );
             return Err(VolumeError::Failed {
                 step: Step::ScaleUp,
                 cause,
                 state: format!(
-                    "claim {} is restored from VolumeSnapshot {}; StatefulSet {} is still at 0: run kubectl scale statefulset {} -n {} --replicas={}",
-                    t.claim,
-                    plan.snapshot.name,
-                    t.statefulset,
-                    t.statefulset,
-                    t.namespace,
-                    plan.replicas
+                    "{restored}; StatefulSet {} is still at 0: kubectl scale statefulset {} -n {} --replicas={}",
+                    t.statefulset, t.statefulset, t.namespace, plan.replicas
                 ),
                 rollback: run.rollback_command(),
                 done: std::mem::take(&mut run.done),
             });
         }
-        run.scaled_down = false;
         let want = usize::try_from(plan.replicas).unwrap_or(0);
         let ready = run
             .wait(timeouts.ready, || async {
                 let pods = run.sts_pods().await?;
-                let ready = pods.iter().filter(|p| pod_ready(p)).count();
-                Ok((ready >= want).then_some(()))
+                Ok((pods.iter().filter(|p| pod_ready(p)).count() >= want).then_some(()))
             })
             .await;
         if let Err(end) = ready {
             let cause = end.cause(
                 &format!(
-                    "{} pod(s) of StatefulSet {} to be Running and Ready",
-                    want, t.statefulset
+                    "{want} pod(s) of StatefulSet {} to be Running and Ready",
+                    t.statefulset
                 ),
                 timeouts.ready,
             );
@@ -1298,29 +1375,29 @@ impl VolumeRestore {
                 step: Step::ScaleUp,
                 cause,
                 state: format!(
-                    "claim {} is restored from VolumeSnapshot {} and StatefulSet {} is back at {} replica(s), but its pods are not Ready (see kubectl describe pod -n {})",
-                    t.claim, plan.snapshot.name, t.statefulset, plan.replicas, t.namespace
+                    "{restored} and StatefulSet {} is at {} replica(s), but its pods are not Ready (kubectl describe pod -n {})",
+                    t.statefulset, plan.replicas, t.namespace
                 ),
                 rollback: run.rollback_command(),
                 done: std::mem::take(&mut run.done),
             });
         }
-        run.finish(
-            Step::ScaleUp,
-            format!(
-                "StatefulSet {} back at {} replica(s), Running and Ready",
-                t.statefulset, plan.replicas
-            ),
-            started,
+        let detail = format!(
+            "StatefulSet {} at {} replica(s), Running and Ready",
+            t.statefulset, plan.replicas
         );
+        run.finish(Step::ScaleUp, detail, started);
 
-        // The previous volume: kept, unless asked to give it back its policy.
+        // The previous volume: kept, unless asked to give it its policy back.
         let mut released = false;
-        if self.options.release_previous_volume && plan.reclaim_policy != "Retain" {
-            match run.set_reclaim_policy(&plan.reclaim_policy, None).await {
+        if self.options.release_previous_volume
+            && let (Some(volume), Some(policy)) = (&plan.volume, &plan.reclaim_policy)
+            && policy != "Retain"
+        {
+            match run.set_reclaim_policy(volume, policy, None).await {
                 Ok(()) => released = true,
                 Err(e) => tracing::warn!(
-                    volume = plan.volume,
+                    volume,
                     "could not give the previous volume its reclaim policy back ({e}); it is kept (Retain)"
                 ),
             }
@@ -1351,36 +1428,22 @@ fn same_source(claim: &PersistentVolumeClaim, plan: &Plan) -> bool {
         .is_some_and(|d| d.kind == "VolumeSnapshot" && d.name == plan.snapshot.name)
 }
 
-/// The claim again, same name, class, access modes, volume mode and labels, from the snapshot.
-fn restored_claim(old: &PersistentVolumeClaim, plan: &Plan) -> PersistentVolumeClaim {
-    let spec = old.spec.clone().unwrap_or_default();
+/// The claim again, same name and shape, from the snapshot.
+fn restored_claim(plan: &Plan) -> PersistentVolumeClaim {
+    let shape = &plan.claim;
     let mut claim = PersistentVolumeClaim::default();
-    claim.metadata.name = old.metadata.name.clone();
-    claim.metadata.labels = old.metadata.labels.clone();
-    // The binding controller's own annotations belong to the old binding.
-    let annotations: BTreeMap<String, String> = old
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| {
-            !(k.starts_with("pv.kubernetes.io/")
-                || k.starts_with("volume.kubernetes.io/")
-                || k.starts_with("volume.beta.kubernetes.io/")
-                || k.as_str() == "kubectl.kubernetes.io/last-applied-configuration")
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut annotations = annotations;
+    claim.metadata.name = Some(plan.target.claim.clone());
+    claim.metadata.labels = Some(shape.labels.clone());
+    let mut annotations = shape.annotations.clone();
     annotations.insert(
         "litemaas-backup/restored-from".into(),
         plan.snapshot.name.clone(),
     );
     claim.metadata.annotations = Some(annotations);
     claim.spec = Some(PersistentVolumeClaimSpec {
-        access_modes: spec.access_modes,
-        storage_class_name: spec.storage_class_name,
-        volume_mode: spec.volume_mode,
+        access_modes: Some(shape.access_modes.clone()),
+        storage_class_name: shape.storage_class.clone(),
+        volume_mode: shape.volume_mode.clone(),
         resources: Some(VolumeResourceRequirements {
             requests: Some(BTreeMap::from([(
                 "storage".to_owned(),
