@@ -251,9 +251,8 @@ async fn the_latest_backup_snapshot_is_restored_in_order_and_the_old_volume_is_k
     // The order, from the server's log.
     assert_claim_never_missing_while_replicas(&c.api);
     let log = c.api.event_log();
-    let at = |pred: &dyn Fn(&litemaas_testapi::LoggedEvent) -> bool| {
-        log.iter().position(pred).unwrap()
-    };
+    let at =
+        |pred: &dyn Fn(&litemaas_testapi::LoggedEvent) -> bool| log.iter().position(pred).unwrap();
     let scaled_down = at(&|e| e.plural == "statefulsets" && e.object["spec"]["replicas"] == 0);
     let safety_made = at(&|e| e.plural == "volumesnapshots" && e.name == safety);
     let retained = at(&|e| {
@@ -564,4 +563,53 @@ async fn a_wait_for_first_consumer_claim_binds_when_the_pod_comes() {
     assert_eq!(claim["status"]["phase"], "Bound");
     assert!(c.pod_ready());
     assert_claim_never_missing_while_replicas(&c.api);
+}
+
+/// SIGTERM while the safety snapshot is awaited: the run stops at that step and puts
+/// everything back, as a failure would.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_safety_snapshot_puts_everything_back() {
+    let c = cluster().await;
+    let before = c.claim().unwrap();
+    c.api.set_controllers(ControllerConfig {
+        snapshots: SnapshotBehavior::Never,
+        ..ControllerConfig::default()
+    });
+    let child = c
+        .restore()
+        .args(["--latest", "--yes", "--snapshot-timeout", "5m"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the safety snapshot is requested", || {
+        c.api
+            .event_log()
+            .iter()
+            .any(|e| e.plural == "volumesnapshots" && e.name.starts_with("litemaas-safety-"))
+    })
+    .await;
+    let pid = i32::try_from(child.id().unwrap()).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the run stops promptly")
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("step 3/6 (safety snapshot) failed"), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(
+        c.claim().unwrap()["metadata"]["uid"],
+        before["metadata"]["uid"]
+    );
+    assert_eq!(c.replicas(), 1);
+    assert!(
+        c.get("coordination.k8s.io", "leases", NS, "litemaas-backup")
+            .is_none()
+    );
 }
