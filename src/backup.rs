@@ -317,7 +317,17 @@ pub async fn run(
         Some(Ok(_)) => {}
         None => {
             // Dropping the writer aborted the upload; the completion may have taken effect.
-            let cleanup = remove(store, &key).await;
+            // Only this run's object is removed.
+            let cleanup = match owner(store, &key, &run).await {
+                Owner::Theirs => {
+                    return Err(BackupError::Raced {
+                        store: store.describe(),
+                        key,
+                    });
+                }
+                Owner::Nothing => Cleanup::Nothing,
+                Owner::Ours(_) | Owner::Unknown => remove(store, &key).await,
+            };
             return Err(BackupError::Cancelled { key, cleanup });
         }
         // The writer aborted the upload; what is at the key decides the rest.
@@ -650,6 +660,9 @@ mod tests {
         /// Another run writes the key just after this run's completion (as on a store that
         /// ignores If-None-Match, the later completion wins).
         taken_after_complete: bool,
+        /// With `taken_before_complete`: a signal arrives while the completion is in flight,
+        /// which never answers.
+        cancel_during_complete: Option<CancellationToken>,
     }
 
     fn fault(operation: &'static str) -> litemaas_s3::Error {
@@ -686,6 +699,7 @@ mod tests {
         store: MemoryStore,
         key: String,
         before: bool,
+        cancel: Option<CancellationToken>,
     }
 
     const THEIRS: &[u8] = b"another run's dump";
@@ -699,6 +713,10 @@ mod tests {
             let theirs = || self.store.put(&self.key, Bytes::from_static(THEIRS));
             if self.before {
                 theirs().await?;
+            }
+            if let Some(cancel) = &self.cancel {
+                cancel.cancel();
+                std::future::pending::<()>().await;
             }
             self.upload.complete().await?;
             if !self.before {
@@ -755,6 +773,7 @@ mod tests {
                     store: self.inner.clone(),
                     key: key.to_owned(),
                     before: self.taken_before_complete,
+                    cancel: self.cancel_during_complete.clone(),
                 })
             } else {
                 upload
@@ -912,6 +931,22 @@ mod tests {
             .collect();
         assert_eq!(keys, [key]);
         assert!(store.list_pending_uploads("").await.unwrap().is_empty());
+    }
+
+    /// A signal while this run's completion is in flight, and another run's object at the key:
+    /// that object is not this run's to remove.
+    #[tokio::test]
+    async fn a_signal_during_the_completion_never_removes_another_runs_object() {
+        let cancel = CancellationToken::new();
+        let store = Faulty {
+            taken_before_complete: true,
+            cancel_during_complete: Some(cancel.clone()),
+            ..Faulty::default()
+        };
+        let err = run(&WHOLE, &store, &options(), &cancel).await.unwrap_err();
+        assert!(matches!(err, BackupError::Raced { .. }), "{err:?}");
+        let key = dump_key("litemaas-backups", options().now, Compression::default());
+        assert_eq!(store.get_bytes(&key).await.unwrap(), THEIRS);
     }
 
     /// As on a store that ignores If-None-Match: the other run completes over this run's
