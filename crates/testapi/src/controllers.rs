@@ -381,7 +381,10 @@ fn reconcile_statefulset(shared: &Arc<Shared>, key: &Key) {
     update_statefulset_status(shared, key);
 }
 
-/// The kubelet's side for StatefulSet pods: a Pending pod is scheduled once every claim it
+/// The node StatefulSet pods are scheduled to.
+const NODE: &str = "worker-0";
+
+/// The scheduler's and kubelet's side for StatefulSet pods: a Pending pod is scheduled once every claim it
 /// mounts exists and is Bound (until then it says why not, as the scheduler does), and after
 /// `pod_startup` it is Running and Ready (or Running and not Ready with `pods_never_ready`).
 fn start_pods(shared: &Arc<Shared>) {
@@ -420,18 +423,25 @@ fn start_pods(shared: &Arc<Shared>) {
             }
         });
         let key = Key::new(pod_def, &ns, &name);
-        let mut updated = pod.clone();
-        updated["status"] = match &unbound {
-            Some(message) => json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
-                "status": "False", "reason": "Unschedulable", "message": message}]}),
-            None => json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
-                "status": "True", "lastTransitionTime": now()}]}),
+        if let Some(message) = unbound {
+            let mut updated = pod.clone();
+            updated["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "False", "reason": "Unschedulable", "message": message}]});
+            let _ = shared.store.update(pod_def, &key, updated, Part::Status);
+            continue;
+        }
+        // Scheduled: bound to the node, then started after `pod_startup`.
+        let mut bound = pod.clone();
+        bound["spec"]["nodeName"] = json!(NODE);
+        let Ok(mut bound) = shared.store.update(pod_def, &key, bound, Part::Main) else {
+            continue;
         };
+        bound["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+            "status": "True", "lastTransitionTime": now()}]});
         if shared
             .store
-            .update(pod_def, &key, updated, Part::Status)
+            .update(pod_def, &key, bound, Part::Status)
             .is_err()
-            || unbound.is_some()
         {
             continue;
         }
@@ -466,8 +476,8 @@ fn start_pods(shared: &Arc<Shared>) {
                         json!("containers with unready status: [readiness probe failed]");
                 }
             }
-            pod["status"] = json!({"phase": "Running", "podIP": "10.128.0.10", "startTime": time,
-                "conditions": conditions});
+            pod["status"] = json!({"phase": "Running", "podIP": "10.128.0.10", "hostIP": "10.0.0.10",
+                "startTime": time, "conditions": conditions});
             let _ = shared.store.update(pod_def, &key, pod, Part::Status);
         });
     }

@@ -4,16 +4,27 @@
 //! against it unchanged through a kubeconfig, and that `kubectl` agrees with what it stores.
 //!
 //! - Discovery (`/version`, `/api`, `/apis`, resource lists) for the types LiteMaaS backups touch:
-//!   namespaces, pods, secrets, PVCs, service accounts, StatefulSets (with `scale`), CronJobs,
-//!   Jobs, Roles, RoleBindings, Leases, VolumeSnapshots and their classes, OpenShift Routes.
+//!   namespaces, pods, secrets, PVCs, PersistentVolumes, StorageClasses, core Events, service
+//!   accounts, StatefulSets (with `scale`), CronJobs, Jobs, Roles, RoleBindings, Leases,
+//!   VolumeSnapshots, their contents and classes, OpenShift Routes.
 //! - The API's semantics: uid, increasing resourceVersion with 409 on stale updates,
 //!   creationTimestamp, generateName, label and field selectors, JSON / merge / strategic merge
-//!   patches and server-side apply (as a merge), `status` subresources, watches with resume, and
-//!   `Status` error bodies shaped like the real ones.
+//!   patches and server-side apply (as a merge), `status` subresources, watches with resume,
+//!   finalizers (a delete marks, the last finalizer's removal deletes), and `Status` error bodies
+//!   shaped like the real ones.
 //! - Optional bearer tokens with RBAC rules ([`Rule::from_role`]), so a test can prove a Role is
 //!   enough.
-//! - Simulated controllers ([`ControllerConfig`]): the CSI snapshotter, StatefulSet pods and
-//!   claims, PVC binding (restored claims bind when their snapshot is ready).
+//! - Simulated controllers ([`ControllerConfig`]): the CSI snapshotter (a VolumeSnapshotContent
+//!   per ready snapshot, naming the source volume); the StatefulSet controller, which (like the
+//!   real one) makes a missing claim from `volumeClaimTemplates`, EMPTY; pods that start only once
+//!   every claim they mount is Bound; and storage as a volume restore meets it: StorageClasses
+//!   (default, `WaitForFirstConsumer`), provisioning and binding of claims, also restored from a
+//!   VolumeSnapshot (ready, big enough, same driver), pvc- and pv-protection, reclaim policies
+//!   `Delete` and `Retain`, and optionally snapshots that die with their volume. Why a claim is
+//!   Pending is a core Event on it ([`TestApiServer::pending_reason`]).
+//! - For tests: request failures injected before anything changes ([`TestApiServer::fail_next`])
+//!   and an ordered, unbounded log of every change ([`TestApiServer::event_log`]), to assert
+//!   orders such as "the claim was never missing while replicas > 0".
 //! - `pods/<name>/exec` over WebSocket (v4 and v5 channel protocols) running the command on this
 //!   host with an environment registered per pod ([`TestApiServer::set_exec_env`]); every
 //!   request is recorded ([`TestApiServer::exec_log`]). As with a real kubelet, a client that
@@ -465,6 +476,10 @@ impl TestApiServer {
     /// the code (500 `InternalError`, 503 `ServiceUnavailable`, 409 `Conflict`, 429
     /// `TooManyRequests`, 504 `Timeout`, 404 `NotFound`, 403 `Forbidden`, 422 `Invalid`, …).
     /// Faults armed earlier match first; each matching request uses up one.
+    ///
+    /// kube-rs 5 clients retry 429, 503 and 504 on their own (up to 15 times, from 5 ms, unless
+    /// `Config::default_retry` is off): a few of those are absorbed, so a test of what a tool
+    /// does on a failed call injects 500, or more 503s than the client retries.
     pub fn fail_next(
         &self,
         method: &str,

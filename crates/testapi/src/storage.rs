@@ -16,8 +16,8 @@
 //!   it if that volume is free (or reserved for it) and fits.
 //! - Why a claim is Pending is a core Event on the claim (`Warning ProvisioningFailed`,
 //!   `Normal WaitForFirstConsumer`, `Warning FailedBinding`, …), as `kubectl describe` shows.
-//! - Deletion: a claim keeps its `kubernetes.io/pvc-protection` finalizer while a pod that has not
-//!   ended mounts it; a volume whose claim is gone is Released, then deleted (reclaim policy
+//! - Deletion: a claim keeps its `kubernetes.io/pvc-protection` finalizer while a scheduled pod
+//!   that has not ended (terminating or not) mounts it; a volume whose claim is gone is Released, then deleted (reclaim policy
 //!   `Delete`) or kept with its claimRef (`Retain`).
 
 use std::collections::HashMap;
@@ -72,6 +72,13 @@ pub(crate) fn claims_of(pod: &Value) -> Vec<String> {
 
 fn pod_ended(pod: &Value) -> bool {
     matches!(str_of(&pod["status"]["phase"]), "Succeeded" | "Failed")
+}
+
+/// Whether a pod has been scheduled to a node (`spec.nodeName`, or it runs already): only such
+/// a pod can have a claim's volume mounted, so only such a pod holds a claim being deleted (a
+/// pod still Pending for want of its claim does not).
+fn pod_scheduled(pod: &Value) -> bool {
+    !str_of(&pod["spec"]["nodeName"]).is_empty() || pod["status"]["phase"] == json!("Running")
 }
 
 /// The default StorageClass among `classes`: the newest one annotated as default (as the
@@ -203,9 +210,13 @@ impl Storage {
         let name = str_of(&claim["metadata"]["name"]).to_owned();
         let key = Key::new(pvc, &ns, &name);
         if deleting(&claim) {
-            // pvc-protection: the finalizer goes once no pod that has not ended mounts it.
+            // pvc-protection: the finalizer goes once no scheduled pod that has not ended (even
+            // a terminating one) mounts it.
             let in_use = pods.iter().any(|p| {
-                str_of(&p["metadata"]["namespace"]) == ns && mounts(p, &name) && !pod_ended(p)
+                str_of(&p["metadata"]["namespace"]) == ns
+                    && mounts(p, &name)
+                    && pod_scheduled(p)
+                    && !pod_ended(p)
             });
             if !in_use && crate::store::finalizers(&claim).contains(&PVC_PROTECTION) {
                 let mut updated = claim.clone();

@@ -1033,6 +1033,55 @@ async fn a_claim_missing_while_replicas_are_above_zero_comes_back_empty_and_the_
     assert_eq!(source_when_scaled_up(&log, CLAIM), Some(Value::Null));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_deleted_under_a_running_statefulset_is_replaced_by_an_empty_one_once_the_pod_goes()
+{
+    let server = server(ControllerConfig::default()).await;
+    server
+        .create("apps", "statefulsets", NS, statefulset_json(1, None))
+        .unwrap();
+    let pod = format!("{STS}-0");
+    let first = bound(&server, CLAIM).await;
+    let first_pv = first["spec"]["volumeName"].as_str().unwrap().to_owned();
+    eventually("the pod Ready", || {
+        pod_of(&server, &pod).is_some_and(|p| pod_ready(&p))
+    })
+    .await;
+    assert_eq!(
+        pod_of(&server, &pod).unwrap()["spec"]["nodeName"],
+        json!("worker-0")
+    );
+    // The mistake: deleting the claim without scaling down. The running pod holds it.
+    kubectl(&server, &["delete", "pvc", CLAIM, "-n", NS, "--wait=false"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = claim_of(&server, CLAIM).unwrap();
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(held["metadata"]["uid"], first["metadata"]["uid"]);
+    // The pod goes: the StatefulSet makes it again; the new pod, unscheduled, does not hold the
+    // old claim, which goes; the pending pod then gets a fresh, EMPTY claim from the template.
+    let pods: Api<Pod> = Api::namespaced(server.client().await.unwrap(), NS);
+    pods.delete(&pod, &DeleteParams::default()).await.unwrap();
+    eventually("a new claim of the same name, Bound", || {
+        claim_of(&server, CLAIM).is_some_and(|c| {
+            c["metadata"]["uid"] != first["metadata"]["uid"]
+                && c["status"]["phase"] == json!("Bound")
+        })
+    })
+    .await;
+    let fresh = claim_of(&server, CLAIM).unwrap();
+    assert!(fresh["spec"]["dataSource"].is_null());
+    eventually("the new pod Ready", || {
+        pod_of(&server, &pod).is_some_and(|p| pod_ready(&p))
+    })
+    .await;
+    // The old volume (reclaim policy Delete) and its data are gone.
+    eventually("the old volume gone", || {
+        pv_of(&server, &first_pv).is_none()
+    })
+    .await;
+    assert!(!absent_while_scaled_up(&server.event_log(), CLAIM).is_empty());
+}
+
 /// The restore a volume restore tool does, step by step, with kube-rs; then what the event log
 /// proves about it.
 #[tokio::test(flavor = "multi_thread")]
