@@ -35,6 +35,8 @@ fi
 for tool in gzip gunzip; do
   command -v "$tool" >/dev/null || apt_install gzip
 done
+# The in-pod dump wrapper is tested with busybox's sh as well as dash (the pod images vary).
+command -v busybox >/dev/null || apt_install busybox
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" - <<PY 2>/dev/null
 import importlib.metadata as m, sys
