@@ -2,17 +2,37 @@
 //! them into **one standard gzip member** (as `pigz` does): each block is raw deflate primed
 //! with the previous block's last 32 KiB as its dictionary and ended with a sync flush, so
 //! plain `gunzip`, `zcat`, Python's `gzip` and every single-member decoder read it.
+//!
+//! The compression itself never runs on the async runtime's threads: deflate runs on threads
+//! of its own (one per [`CompressOptions::threads`], each given one block at a time), zstd on
+//! one thread; the async side only reads the source and hands `Bytes` over.
+//!
+//! Memory does not grow with the dump. Every large buffer is either reused for the whole
+//! stream (the input blocks come from a small pool, each compression thread keeps its output
+//! buffer) or allocated and freed again and again on one thread only (deflate's state, the
+//! exact-size copy of each compressed block). Allocating them afresh for every block on any
+//! thread of a pool, as a first version did, let glibc's malloc — whose threshold for giving
+//! large blocks back to the system rises as soon as one is freed — keep more and more freed
+//! memory in its per-thread arenas: peak RSS grew with the dump's size.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, ready};
 
-use async_compression::tokio::bufread::ZstdEncoder;
+use async_compression::codecs::{EncodeV2, ZstdEncoder};
+use async_compression::core::util::{PartialBuffer, WriteBuffer};
 use bytes::{Bytes, BytesMut};
 use flate2::{Compress, FlushCompress, Status};
 use futures::StreamExt;
 use futures::stream::{BoxStream, FuturesOrdered};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 /// How a dump is compressed before it is stored.
@@ -128,8 +148,13 @@ impl Default for CompressOptions {
     }
 }
 
-/// Compresses `reader` as a stream of chunks. Memory is bounded: at most `threads + 2` blocks
-/// for gzip, a few hundred KiB for zstd and none.
+/// Uncompressed bytes per chunk for zstd and none.
+const CHUNK: usize = 256 * 1024;
+
+/// Compresses `reader` as a stream of chunks. Memory is bounded whatever the length: for gzip
+/// about `threads + 2` input blocks and as many compressed ones, for zstd and none a few
+/// chunks of 256 KiB. Gzip and zstd start a task on the current Tokio runtime (call this
+/// inside one) and threads of their own, which end with the stream.
 pub fn compress<R>(
     reader: R,
     compression: Compression,
@@ -138,19 +163,10 @@ pub fn compress<R>(
 where
     R: AsyncRead + Send + Unpin + 'static,
 {
-    const CHUNK: usize = 256 * 1024;
     match compression {
         Compression::Gzip { level } => gzip_blocks(reader, level, options),
-        Compression::Zstd { level } => {
-            // With the frame checksum (XXH64 of the content), as the `zstd` command writes it,
-            // so that a restore can verify the stream's end as it does gzip's CRC-32.
-            let encoder = ZstdEncoder::with_quality_and_params(
-                BufReader::with_capacity(CHUNK, reader),
-                async_compression::Level::Precise(level),
-                &[async_compression::zstd::CParameter::checksum_flag(true)],
-            );
-            ReaderStream::with_capacity(encoder, CHUNK).boxed()
-        }
+        Compression::Zstd { level } => zstd_frame(reader, level),
+        // No CPU work: the bytes pass as they are read.
         Compression::None => ReaderStream::with_capacity(reader, CHUNK).boxed(),
     }
 }
@@ -160,10 +176,160 @@ const WINDOW: usize = 32 * 1024;
 /// The fixed 10-byte gzip header: no name, no time stamp, OS "unknown".
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
+/// Input buffers of one size, reused for the whole stream: a buffer goes back to the pool when
+/// the last `Bytes` made from it is dropped (by whichever thread), so the pool holds at most
+/// as many as were ever in use at once.
+#[derive(Debug)]
+struct BufferPool {
+    size: usize,
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    fn new(size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            size,
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        reused.unwrap_or_else(|| vec![0; self.size])
+    }
+}
+
+/// The owner behind a pooled `Bytes`: its first `len` bytes are the data.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.pool
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buf);
+    }
+}
+
+/// Reads until a pooled buffer is full or the reader ends: empty at the end.
+async fn read_block<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    pool: &Arc<BufferPool>,
+) -> io::Result<Bytes> {
+    let mut buf = pool.take();
+    let mut len = 0;
+    while len < buf.len() {
+        let n = reader.read(&mut buf[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    Ok(Bytes::from_owner(Pooled {
+        buf,
+        len,
+        pool: pool.clone(),
+    }))
+}
+
+/// Reads the next block unless the consumer went away first (`None` then).
+async fn read_or_closed<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    pool: &Arc<BufferPool>,
+    consumer: &mpsc::Sender<io::Result<Bytes>>,
+) -> Option<io::Result<Bytes>> {
+    tokio::select! {
+        biased;
+        () = consumer.closed() => None,
+        read = read_block(reader, pool) => Some(read),
+    }
+}
+
+/// The receiving end of a compression stage as a stream. When every sender is gone, the task
+/// that fed it is awaited: a task that panicked ends the stream with an error, never with a
+/// clean end that would pass a truncated output for a whole one.
+fn channel_stream(
+    mut rx: mpsc::Receiver<io::Result<Bytes>>,
+    task: JoinHandle<()>,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let mut task = Some(task);
+    futures::stream::poll_fn(move |cx| {
+        if let Some(item) = ready!(rx.poll_recv(cx)) {
+            return Poll::Ready(Some(item));
+        }
+        let Some(handle) = task.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let joined = ready!(Pin::new(handle).poll(cx));
+        task = None;
+        Poll::Ready(match joined {
+            Ok(()) => None,
+            Err(e) => Some(Err(io::Error::other(format!(
+                "the compression task failed: {e}"
+            )))),
+        })
+    })
+    .boxed()
+}
+
+/// One compressed gzip block.
 struct Block {
-    deflate: Vec<u8>,
+    deflate: Bytes,
     crc: crc32fast::Hasher,
     len: u64,
+}
+
+/// One block for a deflate thread, and where its result goes.
+struct DeflateJob {
+    input: Bytes,
+    dict: Option<Bytes>,
+    last: bool,
+    done: oneshot::Sender<io::Result<Block>>,
+}
+
+/// Starts `threads` deflate threads. Each takes its jobs in order from its own queue and keeps
+/// its output buffer for the whole stream; the threads end when their queues are dropped.
+fn deflate_threads(
+    threads: usize,
+    level: u32,
+) -> io::Result<Vec<std::sync::mpsc::Sender<DeflateJob>>> {
+    (0..threads)
+        .map(|i| {
+            let (tx, rx) = std::sync::mpsc::channel::<DeflateJob>();
+            std::thread::Builder::new()
+                .name(format!("litemaas-gzip-{i}"))
+                .spawn(move || {
+                    let mut out = Vec::new();
+                    while let Ok(job) = rx.recv() {
+                        let block = deflate_block(
+                            &job.input,
+                            job.dict.as_deref(),
+                            level,
+                            job.last,
+                            &mut out,
+                        );
+                        let _ = job.done.send(block);
+                    }
+                })?;
+            Ok(tx)
+        })
+        .collect()
 }
 
 fn gzip_blocks<R>(
@@ -176,36 +342,55 @@ where
 {
     let threads = options.threads.max(1);
     let block_size = options.block_size.max(WINDOW);
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
-    tokio::spawn(async move {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
+    let task = tokio::spawn(async move {
         let result: io::Result<()> = async {
+            let workers = deflate_threads(threads, level)?;
+            let stopped = || io::Error::other("a gzip compression thread stopped");
             if tx.send(Ok(Bytes::from_static(&GZIP_HEADER))).await.is_err() {
                 return Ok(());
             }
+            let pool = BufferPool::new(block_size);
             let mut jobs = FuturesOrdered::new();
             let mut crc = crc32fast::Hasher::new();
             let mut total: u64 = 0;
             let mut dict: Option<Bytes> = None;
-            let mut pending = read_block(&mut reader, block_size).await?;
-            loop {
+            let Some(first) = read_or_closed(&mut reader, &pool, &tx).await else {
+                return Ok(()); // the consumer went away
+            };
+            let mut pending = first?;
+            for index in 0.. {
                 let next = if pending.is_empty() {
                     Bytes::new()
                 } else {
-                    read_block(&mut reader, block_size).await?
+                    match read_or_closed(&mut reader, &pool, &tx).await {
+                        Some(read) => read?,
+                        None => return Ok(()),
+                    }
                 };
                 let last = next.is_empty();
                 let input = std::mem::replace(&mut pending, next);
-                let window = input.slice(input.len().saturating_sub(WINDOW)..);
-                let prime = dict.replace(window);
-                jobs.push_back(tokio::task::spawn_blocking(move || {
-                    deflate_block(&input, prime.as_deref(), level, last)
-                }));
+                // A copy of the window, so that the block itself goes back to the pool as soon
+                // as it is compressed.
+                let window = Bytes::copy_from_slice(&input[input.len().saturating_sub(WINDOW)..]);
+                let (done, result) = oneshot::channel();
+                // Jobs in flight are the last `threads - 1` blocks at most, so this thread
+                // has none of them: each thread holds one block at a time.
+                workers[index % threads]
+                    .send(DeflateJob {
+                        input,
+                        dict: dict.replace(window),
+                        last,
+                        done,
+                    })
+                    .map_err(|_| stopped())?;
+                jobs.push_back(result);
                 while jobs.len() >= threads || (last && !jobs.is_empty()) {
                     let Some(done) = jobs.next().await else { break };
-                    let block = done.map_err(io::Error::other)??;
+                    let block = done.map_err(|_| stopped())??;
                     crc.combine(&block.crc);
                     total += block.len;
-                    if tx.send(Ok(Bytes::from(block.deflate))).await.is_err() {
+                    if tx.send(Ok(block.deflate)).await.is_err() {
                         return Ok(()); // the consumer went away
                     }
                 }
@@ -224,34 +409,31 @@ where
             let _ = tx.send(Err(e)).await;
         }
     });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-) -> BoxStream<'static, io::Result<Bytes>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
-}
-
-async fn read_block<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size);
-    while buf.len() < size {
-        if reader.read_buf(&mut buf).await? == 0 {
-            break;
-        }
-    }
-    Ok(buf.freeze())
+    channel_stream(rx, task)
 }
 
 /// Raw deflate of one block, primed with `dict`, ended by a sync flush (or by the final block).
-fn deflate_block(input: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> io::Result<Block> {
+/// `out` is the calling thread's buffer, kept from block to block; the block is returned in a
+/// copy of its exact size. A fresh compressor for every block: reusing one after `reset()`
+/// changes the output (zlib-rs then sees stale window contents), and the output must not
+/// depend on which thread compressed which block before.
+fn deflate_block(
+    input: &[u8],
+    dict: Option<&[u8]>,
+    level: u32,
+    last: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<Block> {
+    #[cfg(test)]
+    crate::tap::probe::note_work();
     let mut crc = crc32fast::Hasher::new();
     crc.update(input);
     let mut c = Compress::new(flate2::Compression::new(level), false);
     if let Some(dict) = dict {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
-    let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+    out.clear();
+    out.reserve(input.len() / 2 + 1024);
     let flush = if last {
         FlushCompress::Finish
     } else {
@@ -260,7 +442,7 @@ fn deflate_block(input: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> i
     loop {
         let consumed = usize::try_from(c.total_in()).map_err(io::Error::other)?;
         let status = c
-            .compress_vec(&input[consumed..], &mut out, flush)
+            .compress_vec(&input[consumed..], out, flush)
             .map_err(io::Error::other)?;
         let all_in = c.total_in() as usize == input.len();
         match status {
@@ -271,16 +453,141 @@ fn deflate_block(input: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> i
         }
     }
     Ok(Block {
-        deflate: out,
+        deflate: Bytes::copy_from_slice(out),
         crc,
         len: input.len() as u64,
     })
+}
+
+/// Zstd on a thread of its own: a task reads the source in chunks from a small pool and hands
+/// them over (errors too, in order); the thread compresses them into one frame with the
+/// content checksum (XXH64, as the `zstd` command writes it, so that a restore can verify the
+/// stream's end as it does gzip's CRC-32) and sends the output on in chunks of 256 KiB.
+///
+/// The bytes are those of `async_compression`'s `ZstdEncoder` (the same codec, fed the same
+/// way) for a source that never makes it wait; that encoder also flushed whenever the source
+/// was not ready, which made the output depend on timing. This one flushes only at the end.
+fn zstd_frame<R>(mut reader: R, level: i32) -> BoxStream<'static, io::Result<Bytes>>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
+    let task = tokio::spawn(async move {
+        let (chunks, input) = mpsc::channel::<io::Result<Bytes>>(2);
+        let output = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("litemaas-zstd".into())
+            .spawn(move || zstd_thread(level, input, output));
+        if let Err(e) = spawned {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        let pool = BufferPool::new(CHUNK);
+        loop {
+            let Some(read) = read_or_closed(&mut reader, &pool, &tx).await else {
+                return; // the consumer went away
+            };
+            let end = read.as_ref().map_or(true, Bytes::is_empty);
+            if chunks.send(read).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    channel_stream(rx, task)
+}
+
+/// The zstd thread's loop: an empty chunk ends the frame; an error is passed on and ends the
+/// stream without a frame end; a reader that stops without either sends nothing more.
+fn zstd_thread(
+    level: i32,
+    mut input: mpsc::Receiver<io::Result<Bytes>>,
+    output: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let run = std::panic::catch_unwind(AssertUnwindSafe(|| -> io::Result<()> {
+        let params = [async_compression::zstd::CParameter::checksum_flag(true)];
+        let mut encoder = ZstdEncoder::new_with_params(level, &params);
+        let mut out = Output::new(&output);
+        while let Some(chunk) = input.blocking_recv() {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => return out.send(Err(e)),
+            };
+            #[cfg(test)]
+            crate::tap::probe::note_work();
+            if chunk.is_empty() {
+                while !out.write(|buf| encoder.finish(buf))? {}
+                return out.flush();
+            }
+            let mut chunk = PartialBuffer::new(&chunk[..]);
+            while !chunk.unwritten().is_empty() {
+                out.write(|buf| encoder.encode(&mut chunk, buf).map(|()| true))?;
+            }
+        }
+        Ok(())
+    }));
+    let failed = match run {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(_) => io::Error::other("the zstd compression thread panicked"),
+    };
+    let _ = output.blocking_send(Err(failed));
+}
+
+/// The zstd thread's output buffer: sent on in exact-size copies whenever it is full.
+struct Output<'a> {
+    buf: Vec<u8>,
+    filled: usize,
+    to: &'a mpsc::Sender<io::Result<Bytes>>,
+}
+
+/// The consumer went away: the zstd thread stops.
+fn consumer_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the consumer went away")
+}
+
+impl<'a> Output<'a> {
+    fn new(to: &'a mpsc::Sender<io::Result<Bytes>>) -> Self {
+        Self {
+            buf: vec![0; CHUNK],
+            filled: 0,
+            to,
+        }
+    }
+
+    /// Runs `step` on the free part of the buffer, sending the buffer on when it is full.
+    fn write(
+        &mut self,
+        step: impl FnOnce(&mut WriteBuffer<'_>) -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let mut buf = WriteBuffer::new_initialized(&mut self.buf);
+        buf.advance(self.filled);
+        let done = step(&mut buf)?;
+        self.filled = buf.written_len();
+        if self.filled == self.buf.len() {
+            self.flush()?;
+        }
+        Ok(done)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            let chunk = Bytes::copy_from_slice(&self.buf[..self.filled]);
+            self.filled = 0;
+            self.send(Ok(chunk))?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, item: io::Result<Bytes>) -> io::Result<()> {
+        self.to.blocking_send(item).map_err(|_| consumer_gone())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Read;
 
+    use async_compression::tokio::bufread::ZstdEncoder as ZstdEncoderReader;
     use futures::TryStreamExt;
 
     use super::*;
@@ -377,6 +684,240 @@ mod tests {
         ))
         .await;
         assert_eq!(raw, data);
+    }
+
+    /// The blocks as the first version compressed them (a fresh output buffer each): the
+    /// output must stay byte for byte the same.
+    fn reference_gzip(data: &[u8], block: usize) -> Vec<u8> {
+        let mut out = GZIP_HEADER.to_vec();
+        let blocks: Vec<&[u8]> = if data.is_empty() {
+            vec![&[]]
+        } else {
+            data.chunks(block).collect()
+        };
+        let mut crc = crc32fast::Hasher::new();
+        for (i, input) in blocks.iter().enumerate() {
+            let dict = i
+                .checked_sub(1)
+                .map(|p| &blocks[p][blocks[p].len().saturating_sub(WINDOW)..]);
+            let mut c = Compress::new(flate2::Compression::new(6), false);
+            if let Some(dict) = dict {
+                c.set_dictionary(dict).unwrap();
+            }
+            let last = i == blocks.len() - 1;
+            let flush = if last {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::Sync
+            };
+            let mut deflate = Vec::with_capacity(input.len() / 2 + 1024);
+            loop {
+                let consumed = c.total_in() as usize;
+                let status = c
+                    .compress_vec(&input[consumed..], &mut deflate, flush)
+                    .unwrap();
+                let all_in = c.total_in() as usize == input.len();
+                match status {
+                    Status::StreamEnd => break,
+                    Status::Ok | Status::BufError
+                        if !last && all_in && deflate.len() < deflate.capacity() =>
+                    {
+                        break;
+                    }
+                    Status::Ok | Status::BufError => {
+                        deflate.reserve(deflate.capacity().max(64 * 1024));
+                    }
+                }
+            }
+            crc.update(input);
+            out.extend_from_slice(&deflate);
+        }
+        out.extend_from_slice(&crc.finalize().to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[tokio::test]
+    async fn gzip_output_is_byte_identical_to_the_first_version() {
+        for (len, threads, block) in [
+            (0, 2, WINDOW),
+            (1, 1, WINDOW),
+            (WINDOW * 5 + 17, 3, WINDOW),
+            (3_000_000, 2, 1 << 20),
+            (6_000_000, 3, 1 << 20),
+        ] {
+            let data = sample(len);
+            assert_eq!(
+                gzip(&data, threads, block).await,
+                reference_gzip(&data, block),
+                "len {len}, {threads} threads, blocks of {block}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn zstd_output_is_byte_identical_to_async_compression() {
+        for (len, level) in [(0, 3), (1, 3), (300_000, 1), (3_000_000, 3), (1_000_000, 9)] {
+            let data = sample(len);
+            let ours = collect(compress(
+                std::io::Cursor::new(data.clone()),
+                Compression::Zstd { level },
+                CompressOptions::default(),
+            ))
+            .await;
+            // What the first version streamed: async-compression's encoder over the reader.
+            let mut theirs = Vec::new();
+            ZstdEncoderReader::with_quality_and_params(
+                tokio::io::BufReader::with_capacity(CHUNK, &data[..]),
+                async_compression::Level::Precise(level),
+                &[async_compression::zstd::CParameter::checksum_flag(true)],
+            )
+            .read_to_end(&mut theirs)
+            .await
+            .unwrap();
+            assert_eq!(ours, theirs, "len {len}, level {level}");
+        }
+    }
+
+    /// A source that fails after some bytes.
+    struct Failing(usize);
+
+    impl AsyncRead for Failing {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.0 == 0 {
+                return Poll::Ready(Err(io::Error::other("the source broke")));
+            }
+            let n = self.0.min(buf.remaining()).min(10_000);
+            buf.put_slice(&sample(n));
+            self.0 -= n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_ends_every_codec_with_its_error() {
+        for compression in [
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let stream = compress(Failing(3_000_000), compression, CompressOptions::default());
+            let items: Vec<io::Result<Bytes>> = stream.collect().await;
+            let last = items.last().expect("something");
+            assert!(
+                matches!(last, Err(e) if e.to_string() == "the source broke"),
+                "{compression}: {:?}",
+                last.as_ref().map(Bytes::len)
+            );
+            assert_eq!(items.iter().filter(|i| i.is_err()).count(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_stream_stops_its_threads() {
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter(|t| {
+                    let comm = t.as_ref().unwrap().path().join("comm");
+                    std::fs::read_to_string(comm).is_ok_and(|n| n.starts_with("litemaas-gzip"))
+                })
+                .count()
+        };
+        let mut stream = compress(
+            tokio::io::repeat(b'x'),
+            Compression::Gzip { level: 6 },
+            CompressOptions {
+                threads: 3,
+                block_size: 1 << 20,
+            },
+        );
+        for _ in 0..5 {
+            stream.next().await.unwrap().unwrap();
+        }
+        assert!(threads() >= 3);
+        drop(stream);
+        // Other tests' streams may run at the same time: wait for ours to go.
+        for _ in 0..200 {
+            if threads() < 3 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the gzip threads are still there");
+    }
+
+    /// Largest pause of a task that wants to run every millisecond, while `work` runs on the
+    /// same current-thread runtime.
+    async fn longest_pause(work: impl Future<Output = ()>) -> std::time::Duration {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut longest = std::time::Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    longest = longest.max(last.elapsed());
+                    last = std::time::Instant::now();
+                }
+                longest
+            }
+        });
+        tokio::task::yield_now().await; // the ticker starts first
+        work.await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        ticker.await.unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_runtime_keeps_running_while_a_large_block_is_compressed() {
+        const BLOCK: usize = 8 << 20;
+        let data = sample(BLOCK * 2);
+        // What compressing one block costs where it runs.
+        let started = std::time::Instant::now();
+        reference_gzip(&data[..BLOCK], BLOCK);
+        let one_block = started.elapsed();
+        let pause = longest_pause(async {
+            let gz = gzip(&data, 1, BLOCK).await;
+            assert_eq!(gunzip_single_member(&gz), data);
+        })
+        .await;
+        assert!(
+            pause < one_block / 2,
+            "the runtime stood still for {pause:?}; one block takes {one_block:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn compression_and_hashing_run_on_threads_of_their_own() {
+        let data = sample(2_000_000);
+        for compression in [
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+            Compression::None,
+        ] {
+            let mut encoded = crate::Encoded::new(
+                std::io::Cursor::new(data.clone()),
+                compression,
+                CompressOptions::default(),
+            );
+            while let Some(chunk) = encoded.next().await {
+                chunk.unwrap();
+            }
+            assert!(encoded.summary().is_some());
+        }
+        // Every test of this crate notes where deflate, zstd and SHA-256 ran: never on a
+        // runtime's thread (a test's own thread runs its current-thread runtime).
+        let places = crate::tap::probe::places();
+        assert!(!places.is_empty());
+        assert!(
+            places.iter().all(|name| name.starts_with("litemaas-")),
+            "work ran on {places:?}"
+        );
     }
 
     #[test]

@@ -1,17 +1,18 @@
-//! The streaming stage between a dump and a store: compress, count and hash on the fly.
+//! The streaming stage between a dump and a store: compress, count and hash on the fly. The
+//! SHA-256 runs on a thread of its own ([`Sha256Thread`]), fed the chunks as they are yielded.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::Stream;
 use futures::stream::BoxStream;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::tap::Sha256Thread;
 use crate::{CompressOptions, Compression, compress};
 
 /// Sizes and digest of what was stored, known once the stream has ended.
@@ -26,6 +27,10 @@ pub struct EncodeSummary {
 }
 
 /// A stream of compressed chunks that counts and hashes what it yields.
+///
+/// Gzip and zstd compress on threads of their own, and the SHA-256 is computed on another
+/// (started at the first poll), so polling it never does their CPU work on an async runtime's
+/// thread. The stream ends (`None`) only once the digest of everything yielded is known.
 ///
 /// ```
 /// use futures::TryStreamExt;
@@ -45,8 +50,12 @@ pub struct Encoded {
     inner: BoxStream<'static, io::Result<Bytes>>,
     raw: Arc<AtomicU64>,
     stored: u64,
-    hasher: Sha256,
-    ended: bool,
+    hasher: Option<Sha256Thread>,
+    /// The inner stream ended; the digest is awaited.
+    finishing: bool,
+    /// The hash failed (its thread could not start, or stopped): the stream is over.
+    failed: bool,
+    sha256: Option<[u8; 32]>,
     compression: Compression,
 }
 
@@ -66,8 +75,10 @@ impl Encoded {
             inner: compress(counting, compression, options),
             raw,
             stored: 0,
-            hasher: Sha256::new(),
-            ended: false,
+            hasher: None,
+            finishing: false,
+            failed: false,
+            sha256: None,
             compression,
         }
     }
@@ -84,10 +95,10 @@ impl Encoded {
 
     /// The totals, once the stream has ended without error; `None` before.
     pub fn summary(&self) -> Option<EncodeSummary> {
-        self.ended.then(|| EncodeSummary {
+        self.sha256.map(|digest| EncodeSummary {
             raw_bytes: self.raw_bytes(),
             stored_bytes: self.stored,
-            sha256: hex::encode(self.hasher.clone().finalize()),
+            sha256: hex::encode(digest),
         })
     }
 }
@@ -98,7 +109,7 @@ impl std::fmt::Debug for Encoded {
             .field("compression", &self.compression)
             .field("raw", &self.raw_bytes())
             .field("stored", &self.stored)
-            .field("ended", &self.ended)
+            .field("ended", &self.sha256.is_some())
             .finish()
     }
 }
@@ -107,17 +118,44 @@ impl Stream for Encoded {
     type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let chunk = chunk.clone();
-                self.stored += chunk.len() as u64;
-                self.hasher.update(&chunk);
-            }
-            Poll::Ready(None) => self.ended = true,
-            _ => {}
+        let this = &mut *self;
+        if this.sha256.is_some() || this.failed {
+            return Poll::Ready(None);
         }
-        polled
+        match this.poll_hashed(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(item)) => Poll::Ready(item),
+            Poll::Ready(Err(e)) => {
+                this.failed = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+impl Encoded {
+    /// The next chunk, handed to the hash thread too; `Ok(None)` once the digest is known.
+    /// `Err` only for the hash itself; the codec's errors are items.
+    fn poll_hashed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<io::Result<Bytes>>>> {
+        let hasher = match &mut self.hasher {
+            Some(hasher) => hasher,
+            None => self.hasher.insert(Sha256Thread::spawn()?),
+        };
+        if !self.finishing {
+            // Room for the next chunk first: a hash slower than the codec holds the codec.
+            ready!(hasher.poll_ready(cx))?;
+            match ready!(self.inner.as_mut().poll_next(cx)) {
+                Some(Ok(chunk)) => {
+                    self.stored += chunk.len() as u64;
+                    hasher.send(chunk.clone())?;
+                    return Poll::Ready(Ok(Some(Ok(chunk))));
+                }
+                Some(Err(e)) => return Poll::Ready(Ok(Some(Err(e)))),
+                None => self.finishing = true,
+            }
+        }
+        self.sha256 = Some(ready!(hasher.poll_finish(cx))?);
+        Poll::Ready(Ok(None))
     }
 }
 
