@@ -1,15 +1,17 @@
 //! The stored bytes of a backup, decoded: the codec from the magic bytes (checked against what
 //! the name and the integrity record say), SHA-256 and size of every stored byte, and the
 //! decoder's verdict on the stream's end (gzip's CRC-32 and length trailer, zstd's frame end
-//! and checksum when present).
+//! and checksum when present). The SHA-256 runs on a thread of its own
+//! ([`Sha256Thread`]), never on the async runtime's threads.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use litemaas_dump::tap::Sha256Thread;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, ReadBuf};
 
 use crate::{Error, Result};
 
@@ -80,44 +82,125 @@ pub(crate) struct StoredSeen {
     pub(crate) bytes: u64,
     pub(crate) sha256: Option<String>,
     pub(crate) eof: bool,
-    hasher: Option<Sha256>,
 }
 
-/// Hashes and counts what passes; `progress` (if any) follows the count.
+/// Bytes read from the stored stream at once (the buffer the decoder reads from).
+const BUFFER: usize = 256 * 1024;
+
+/// The buffered reader the decoder reads: it reads the stored bytes into buffers of its own,
+/// which it shares (as `Bytes`, no copy) with the SHA-256 thread, and counts them; `progress`
+/// (if any) follows the count. The end of the stream is reported only once the digest of
+/// every byte is known.
 struct Hashing<R> {
     inner: R,
+    /// Where reads land; split off into `chunk` when filled.
+    buf: BytesMut,
+    /// Read and hashed, not yet consumed by the decoder.
+    chunk: Bytes,
+    hasher: Option<Sha256Thread>,
+    /// The stored stream has ended (the digest may still be awaited).
+    ended: bool,
     seen: Arc<Mutex<StoredSeen>>,
     progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
+impl<R> Hashing<R> {
+    fn new(
+        inner: R,
+        seen: Arc<Mutex<StoredSeen>>,
+        progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            chunk: Bytes::new(),
+            hasher: None,
+            ended: false,
+            seen,
+            progress,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncBufRead for Hashing<R> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.chunk.is_empty() {
+            let ended = this.seen.lock().unwrap_or_else(|p| p.into_inner()).eof;
+            if !ended {
+                ready!(this.poll_next_chunk(cx))?;
+            }
+        }
+        Poll::Ready(Ok(&this.chunk))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        self.get_mut().chunk.advance(amt);
+    }
+}
+
+impl<R: AsyncRead + Unpin> Hashing<R> {
+    /// Reads the next chunk into `chunk` (as much as is ready, up to [`BUFFER`]) and hands it
+    /// to the hash; at the end of the stream, waits for the digest and notes it.
+    fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let hasher = match &mut self.hasher {
+            Some(hasher) => hasher,
+            None => self.hasher.insert(Sha256Thread::spawn()?),
+        };
+        if !self.ended {
+            ready!(hasher.poll_ready(cx))?;
+            if self.buf.capacity() - self.buf.len() < BUFFER / 4 {
+                // A new buffer, or the old one again once the decoder and the hash are done
+                // with it.
+                self.buf.reserve(BUFFER);
+            }
+            // Small reads (a network stream's frames) are gathered, so that the hash is woken
+            // once per chunk of some size, not once per frame.
+            loop {
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => {
+                        self.ended = true;
+                        break;
+                    }
+                    Poll::Ready(Ok(_))
+                        if self.buf.len() < BUFFER / 4 && self.buf.capacity() > self.buf.len() => {}
+                    Poll::Ready(Ok(_)) => break,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending if self.buf.is_empty() => return Poll::Pending,
+                    Poll::Pending => break,
+                }
+            }
+            if !self.buf.is_empty() {
+                let n = self.buf.len() as u64;
+                self.chunk = self.buf.split().freeze();
+                hasher.send(self.chunk.clone())?;
+                self.seen.lock().unwrap_or_else(|p| p.into_inner()).bytes += n;
+                if let Some(progress) = &self.progress {
+                    progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let digest = ready!(hasher.poll_finish(cx))?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.eof = true;
+        seen.sha256 = Some(hex::encode(digest));
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// For plain SQL, read as it is.
 impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            let new = &buf.filled()[before..];
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if new.is_empty() {
-                seen.eof = true;
-                if let Some(hasher) = seen.hasher.take() {
-                    seen.sha256 = Some(hex::encode(hasher.finalize()));
-                }
-            } else {
-                seen.bytes += new.len() as u64;
-                if let Some(hasher) = seen.hasher.as_mut() {
-                    hasher.update(new);
-                }
-            }
-            drop(seen);
-            if let Some(progress) = &self.progress {
-                progress.fetch_add(new.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        result
+        let available = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = available.len().min(buf.remaining());
+        buf.put_slice(&available[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -135,16 +218,8 @@ pub(crate) async fn open(
     expected: &Expected,
     progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<Decoded> {
-    let seen = Arc::new(Mutex::new(StoredSeen {
-        hasher: Some(Sha256::new()),
-        ..StoredSeen::default()
-    }));
-    let hashing = Hashing {
-        inner: stored,
-        seen: seen.clone(),
-        progress,
-    };
-    let mut buffered = BufReader::with_capacity(256 * 1024, hashing);
+    let seen = Arc::new(Mutex::new(StoredSeen::default()));
+    let mut buffered = Hashing::new(stored, seen.clone(), progress);
     let head = buffered
         .fill_buf()
         .await
@@ -216,7 +291,108 @@ pub(crate) fn check_stored(seen: &StoredSeen, expected: &Expected) -> Result<Str
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+
     use super::*;
+
+    /// CPU time this thread has used (user + system), from `/proc/thread-self/stat`, in
+    /// clock ticks of 10 ms.
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // After the command name in parentheses: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// A reader that returns at most 1000 bytes per read.
+    struct SmallReads(Bytes);
+
+    impl AsyncRead for SmallReads {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self.0.len().min(buf.remaining()).min(1000);
+            buf.put_slice(&self.0.split_to(n));
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_bytes_are_counted_and_hashed_through_any_codec() {
+        let sql = b"--\n-- PostgreSQL database dump\n--\n".repeat(20_000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        std::io::Write::write_all(&mut gz, &sql).unwrap();
+        let gz = gz.finish().unwrap();
+        for stored in [sql.clone(), gz] {
+            let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            // Small reads, as from a network stream.
+            let reader = SmallReads(Bytes::from(stored.clone()));
+            let mut decoded = open(
+                Box::pin(reader),
+                &Expected::default(),
+                Some(progress.clone()),
+            )
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            decoded.sql.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, sql);
+            let seen = decoded.seen.lock().unwrap().clone();
+            assert!(seen.eof);
+            assert_eq!(seen.bytes, stored.len() as u64);
+            assert_eq!(
+                progress.load(std::sync::atomic::Ordering::Relaxed),
+                seen.bytes
+            );
+            let expected = Expected {
+                sha256: Some(hex::encode(Sha256::digest(&stored))),
+                stored_bytes: Some(stored.len() as u64),
+                ..Expected::default()
+            };
+            assert_eq!(
+                check_stored(&seen, &expected).unwrap(),
+                expected.sha256.unwrap()
+            );
+        }
+    }
+
+    /// Reading 512 MiB through the hashing reader on a current-thread runtime costs that
+    /// thread far less CPU than hashing them: the SHA-256 runs elsewhere.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_sha256_is_computed_off_the_runtime_thread() {
+        const LEN: usize = 512 << 20;
+        let block = vec![0x5a; 8 << 20];
+        let before = thread_cpu_ticks();
+        let mut inline = Sha256::new();
+        for _ in 0..LEN / block.len() {
+            inline.update(&block);
+        }
+        let expected = hex::encode(inline.finalize());
+        let hashing_here = thread_cpu_ticks() - before;
+
+        let seen = Arc::new(Mutex::new(StoredSeen::default()));
+        let source = tokio::io::repeat(0x5a).take(LEN as u64);
+        let mut reader = Hashing::new(source, seen.clone(), None);
+        let before = thread_cpu_ticks();
+        loop {
+            let n = reader.fill_buf().await.unwrap().len();
+            if n == 0 {
+                break;
+            }
+            reader.consume(n);
+        }
+        let reading_here = thread_cpu_ticks() - before;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.sha256.as_deref(), Some(expected.as_str()));
+        assert_eq!(seen.bytes, LEN as u64);
+        assert!(
+            reading_here * 2 < hashing_here,
+            "reading took {reading_here} ticks of this thread, hashing here {hashing_here}"
+        );
+    }
 
     #[test]
     fn codecs_from_names_and_magic() {
