@@ -41,3 +41,4 @@ cargo test --workspace --doc --locked
 # Local-only users build the facade without Kubernetes: keep that build working.
 cargo check -p litemaas-backup --no-default-features --all-targets --locked
 scripts/run-examples.sh
+benches/rss.sh  # peak memory flat from a 100 MB to a 2 GB dump, within 64 MiB (issue 9)
