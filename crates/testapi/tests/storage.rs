@@ -303,7 +303,16 @@ async fn a_claim_without_a_class_binds_at_once_to_a_provisioned_volume() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_storage_class_provisions_claims_that_name_none() {
-    let server = server(ControllerConfig::default()).await;
+    let server = server(ControllerConfig {
+        snapshots: SnapshotBehavior::Never,
+        ..ControllerConfig::default()
+    })
+    .await;
+    // Made before there is a default class, and held Pending by its snapshot: it gets the
+    // default class once there is one (the retroactive default StorageClass).
+    create_claim(&server, restored_from(claim_json("early", "1Gi"), "snap"));
+    pending_because(&server, "early", "not found").await;
+    assert!(claim_of(&server, "early").unwrap()["spec"]["storageClassName"].is_null());
     storage_class(&server, "cephfs", CEPHFS, json!({}));
     storage_class(
         &server,
@@ -312,13 +321,39 @@ async fn the_default_storage_class_provisions_claims_that_name_none() {
         json!({"metadata": {"annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
                "reclaimPolicy": "Retain"}),
     );
-    create_claim(&server, claim_json("data", "1Gi"));
+    // Set at admission: the create's answer names it already.
+    let made = create_claim(&server, claim_json("data", "1Gi"));
+    assert_eq!(made["spec"]["storageClassName"], json!("rbd"));
     let claim = bound(&server, "data").await;
     assert_eq!(claim["spec"]["storageClassName"], json!("rbd"));
     let pv = pv_of(&server, claim["spec"]["volumeName"].as_str().unwrap()).unwrap();
     assert_eq!(pv["spec"]["storageClassName"], json!("rbd"));
     assert_eq!(pv["spec"]["csi"]["driver"], json!(RBD));
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], json!("Retain"));
+    eventually("the early claim gets the default class", || {
+        claim_of(&server, "early").unwrap()["spec"]["storageClassName"] == json!("rbd")
+    })
+    .await;
+    server
+        .create(
+            "snapshot.storage.k8s.io",
+            "volumesnapshots",
+            NS,
+            snapshot_json("snap", "data", None),
+        )
+        .unwrap();
+    let snapshots = snapshots(server.client().await.unwrap());
+    snapshots
+        .patch_status(
+            "snap",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readyToUse": true, "restoreSize": "1Gi"}})),
+        )
+        .await
+        .unwrap();
+    let early = bound(&server, "early").await;
+    let pv = pv_of(&server, early["spec"]["volumeName"].as_str().unwrap()).unwrap();
+    assert_eq!(pv["spec"]["csi"]["driver"], json!(RBD));
     // A claim naming its class gets that one.
     create_claim(&server, with_class(claim_json("shared", "1Gi"), "cephfs"));
     let claim = bound(&server, "shared").await;
@@ -878,6 +913,16 @@ async fn snapshots_die_with_their_volume_only_on_storage_that_says_so() {
             })
             .await;
         }
+        if !survives {
+            eventually("the snapshots of the volume gone", || {
+                ["monthly", "safety"].iter().all(|name| {
+                    server
+                        .get("snapshot.storage.k8s.io", "volumesnapshots", NS, name)
+                        .is_err()
+                })
+            })
+            .await;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let left = kubectl(&server, &["get", "volumesnapshots", "-n", NS, "-o", "name"]);
         let case = format!("die={die} policy={policy}");
@@ -1223,6 +1268,10 @@ async fn a_volume_restore_done_in_order_keeps_the_claim_and_every_snapshot() {
             .any(|e| e.plural == "volumesnapshots" && e.kind == EventType::Deleted)
     );
     // The controllers have settled: nothing changes any more.
+    eventually("readyReplicas 1", || {
+        server.get("apps", "statefulsets", NS, STS).unwrap()["status"]["readyReplicas"] == json!(1)
+    })
+    .await;
     let settled = server.event_log().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let later: Vec<_> = server.event_log().into_iter().skip(settled).collect();
