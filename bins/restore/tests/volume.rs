@@ -613,3 +613,59 @@ async fn sigterm_during_the_safety_snapshot_puts_everything_back() {
             .is_none()
     );
 }
+
+/// The snapshot disappears while the safety snapshot is taken: the new claim never binds. The run
+/// stops at step 5 with the StatefulSet at 0, and the printed rollback restores the safety
+/// snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_that_never_binds_stops_at_zero_and_the_rollback_works() {
+    let c = cluster().await;
+    c.api.set_controllers(ControllerConfig {
+        snapshots: SnapshotBehavior::ReadyAfter(Duration::from_secs(1)),
+        pod_startup: Duration::from_millis(50),
+        ..ControllerConfig::default()
+    });
+    let child = c
+        .restore()
+        .args(["--latest", "--yes", "--bind-timeout", "2s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the safety snapshot is requested", || {
+        c.api
+            .event_log()
+            .iter()
+            .any(|e| e.plural == "volumesnapshots" && e.name.starts_with("litemaas-safety-"))
+    })
+    .await;
+    c.api
+        .delete("snapshot.storage.k8s.io", "volumesnapshots", NS, BACKUP)
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("step 5/6 (swap the claim) failed"), "{err}");
+    assert!(err.contains("is not Bound"), "{err}");
+    assert_eq!(c.replicas(), 0);
+    assert_claim_never_missing_while_replicas(&c.api);
+    let rollback = err
+        .split("To roll back: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let args: Vec<&str> = rollback.split_whitespace().collect();
+    assert_eq!(
+        &args[..4],
+        ["litemaas-restore", "volume", "--namespace", NS]
+    );
+    let out = c.restore().args(&args[4..]).output().await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let claim = c.claim().unwrap();
+    assert_eq!(claim["spec"]["dataSource"]["name"], json!(args[5]));
+    assert_eq!(claim["status"]["phase"], "Bound");
+    assert_eq!(c.replicas(), 1);
+    assert!(c.pod_ready());
+    assert_claim_never_missing_while_replicas(&c.api);
+}
