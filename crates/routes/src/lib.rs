@@ -1,0 +1,1 @@
+//! OpenShift Route timeouts for LiteMaaS (work in progress, issue 11).
