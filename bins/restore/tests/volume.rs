@@ -615,8 +615,8 @@ async fn sigterm_during_the_safety_snapshot_puts_everything_back() {
 }
 
 /// The snapshot disappears while the safety snapshot is taken: the new claim never binds. The run
-/// stops at step 5 with the StatefulSet at 0, and the printed rollback restores the safety
-/// snapshot.
+/// stops at step 5 with the StatefulSet at 0 as soon as it sees the snapshot gone (not after the
+/// ten-minute bind timeout), and the printed rollback restores the safety snapshot.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_that_never_binds_stops_at_zero_and_the_rollback_works() {
     let c = cluster().await;
@@ -627,7 +627,7 @@ async fn a_claim_that_never_binds_stops_at_zero_and_the_rollback_works() {
     });
     let child = c
         .restore()
-        .args(["--latest", "--yes", "--bind-timeout", "2s"])
+        .args(["--latest", "--yes", "--bind-timeout", "10m"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -641,11 +641,21 @@ async fn a_claim_that_never_binds_stops_at_zero_and_the_rollback_works() {
     c.api
         .delete("snapshot.storage.k8s.io", "volumesnapshots", NS, BACKUP)
         .unwrap();
-    let out = child.wait_with_output().await.unwrap();
+    // Far below the bind timeout: the run must notice that the claim can never bind.
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the run waited for a claim whose snapshot is gone")
+        .unwrap();
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(err.contains("step 5/6 (swap the claim) failed"), "{err}");
     assert!(err.contains("is not Bound"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "it never will, VolumeSnapshot {BACKUP} was deleted"
+        )),
+        "{err}"
+    );
     assert_eq!(c.replicas(), 0);
     assert_claim_never_missing_while_replicas(&c.api);
     let rollback = err

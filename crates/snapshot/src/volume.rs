@@ -865,6 +865,20 @@ enum WaitEnd {
     Cancelled,
     TimedOut,
     Api(String),
+    /// The condition can no longer come true (e.g. the claim's source snapshot was deleted).
+    Never(String),
+}
+
+/// Why a poll of a wait failed: the API, or a state from which the condition cannot be reached.
+enum PollError {
+    Api(kube::Error),
+    Never(String),
+}
+
+impl From<kube::Error> for PollError {
+    fn from(e: kube::Error) -> Self {
+        PollError::Api(e)
+    }
 }
 
 impl WaitEnd {
@@ -875,6 +889,7 @@ impl WaitEnd {
             }
             WaitEnd::TimedOut => format!("{what}: not after {timeout:?}"),
             WaitEnd::Api(e) => format!("{what}: {e}"),
+            WaitEnd::Never(why) => format!("{what}: it never will, {why}"),
         }
     }
 }
@@ -908,14 +923,15 @@ impl Run<'_> {
     async fn wait<T, F, Fut>(&self, timeout: Duration, mut check: F) -> Result<T, WaitEnd>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<T>, kube::Error>>,
+        Fut: std::future::Future<Output = Result<Option<T>, PollError>>,
     {
         let until = Instant::now() + timeout;
         loop {
             let last_error = match check().await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => None,
-                Err(e) => Some(e.to_string()),
+                Err(PollError::Api(e)) => Some(e.to_string()),
+                Err(PollError::Never(why)) => return Err(WaitEnd::Never(why)),
             };
             if Instant::now() >= until {
                 return Err(last_error.map_or(WaitEnd::TimedOut, WaitEnd::Api));
@@ -1295,6 +1311,7 @@ impl VolumeRestore {
             );
             return Err(run.fail_after_delete(Step::SwapClaim, cause, state));
         }
+        let snapshots = run.restore.snapshots().api();
         let bound = run
             .wait(timeouts.bind, || async {
                 let c = claims.get_opt(&t.claim).await?;
@@ -1307,7 +1324,26 @@ impl VolumeRestore {
                     _ if plan.wait_for_first_consumer && c.is_some() => {
                         Some("Pending until the pod starts (WaitForFirstConsumer)")
                     }
-                    _ => None,
+                    _ => {
+                        // A claim provisions from its snapshot only while the snapshot is
+                        // there: once it is gone (or going), waiting longer cannot help.
+                        let source = snapshots.get_opt(&plan.snapshot.name).await?;
+                        match source {
+                            None => {
+                                return Err(PollError::Never(format!(
+                                    "VolumeSnapshot {} was deleted",
+                                    plan.snapshot.name
+                                )));
+                            }
+                            Some(s) if s.metadata.deletion_timestamp.is_some() => {
+                                return Err(PollError::Never(format!(
+                                    "VolumeSnapshot {} is being deleted",
+                                    plan.snapshot.name
+                                )));
+                            }
+                            Some(_) => None,
+                        }
+                    }
                 })
             })
             .await;
