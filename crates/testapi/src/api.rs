@@ -26,7 +26,7 @@ pub(crate) struct Target {
     pub sub: Option<String>,
 }
 
-fn json_response(code: u16, value: &Value) -> Response {
+pub(crate) fn json_response(code: u16, value: &Value) -> Response {
     let status = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
     (
         status,
@@ -85,7 +85,7 @@ pub(crate) fn parse_target(path: &str) -> Result<Target, ApiError> {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")?
         .to_str()

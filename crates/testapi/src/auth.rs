@@ -48,9 +48,14 @@ impl Rule {
 
     fn allows(&self, verb: &str, group: &str, resource: &str, name: Option<&str>) -> bool {
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        // As RBAC's ResourceMatches: `*`, the exact `resource/subresource`, or `*/subresource`.
+        let sub = resource.split_once('/').map(|(_, sub)| sub);
+        let resource_matches = self.resources.iter().any(|r| {
+            r == "*" || r == resource || sub.is_some_and(|s| r.strip_prefix("*/") == Some(s))
+        });
         any(&self.verbs, verb)
             && any(&self.api_groups, group)
-            && any(&self.resources, resource)
+            && resource_matches
             && (self.resource_names.is_empty()
                 || name.is_some_and(|n| self.resource_names.iter().any(|r| r == n)))
     }
@@ -88,6 +93,12 @@ impl Auth {
     /// Registers `token`.
     pub fn add(&mut self, token: String, identity: Identity) {
         self.restricted.insert(token, identity);
+    }
+
+    /// The identity of a restricted `token`; `None` for the administrator, no token, or an
+    /// unknown token.
+    pub fn identity(&self, token: Option<&str>) -> Option<&Identity> {
+        self.restricted.get(token?)
     }
 
     /// Checks a request. `token` is the bearer token, if any; requests without a restricted

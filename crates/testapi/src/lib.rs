@@ -13,7 +13,9 @@
 //!   finalizers (a delete marks, the last finalizer's removal deletes), and `Status` error bodies
 //!   shaped like the real ones.
 //! - Optional bearer tokens with RBAC rules ([`Rule::from_role`]), so a test can prove a Role is
-//!   enough.
+//!   enough; `SelfSubjectAccessReview` answered from the calling token's rules (resource,
+//!   subresource, verb, namespace, name, `*/subresource` wildcards) and `SelfSubjectReview`
+//!   naming its user, as JSON or as the protobuf client-go sends.
 //! - Simulated controllers ([`ControllerConfig`]): the CSI snapshotter (a VolumeSnapshotContent
 //!   per ready snapshot, naming the source volume); the StatefulSet controller, which (like the
 //!   real one) makes a missing claim from `volumeClaimTemplates`, EMPTY; pods that start only once
@@ -59,6 +61,7 @@ mod exec;
 mod faults;
 mod quantity;
 mod resources;
+mod review;
 mod select;
 mod storage;
 mod store;
@@ -81,6 +84,10 @@ pub use store::EventType;
 
 /// The token of the test's own (administrator) client.
 pub const ADMIN_TOKEN: &str = "litemaas-testapi-admin";
+
+/// The user name of the administrator token (and of requests without a token), as a
+/// `SelfSubjectReview` reports it.
+pub const ADMIN_USER: &str = "system:admin";
 
 /// One exec request, as an API server audit log would record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +226,14 @@ impl TestApiServer {
             .route(
                 "/api/v1/namespaces/{namespace}/pods/{pod}/exec",
                 axum::routing::any(exec::handle),
+            )
+            .route(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                axum::routing::post(review::access),
+            )
+            .route(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                axum::routing::post(review::subject),
             )
             .fallback(api::handle)
             .with_state(shared.clone());

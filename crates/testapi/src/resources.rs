@@ -246,6 +246,11 @@ fn groups() -> Vec<(&'static str, &'static str)> {
             out.push((r.group, r.version));
         }
     }
+    for &(group, version, _, _) in crate::review::REVIEWS {
+        if !out.contains(&(group, version)) {
+            out.push((group, version));
+        }
+    }
     out
 }
 
@@ -281,10 +286,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if defs.is_empty() {
+    let reviews: Vec<Value> = crate::review::REVIEWS
+        .iter()
+        .filter(|(g, v, _, _)| *g == group && *v == version)
+        .map(|(_, _, plural, kind)| {
+            json!({"name": plural, "singularName": "", "namespaced": false, "kind": kind, "verbs": ["create"]})
+        })
+        .collect();
+    if defs.is_empty() && reviews.is_empty() {
         return None;
     }
-    let mut resources = Vec::new();
+    let mut resources = reviews;
     for r in &defs {
         resources.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
