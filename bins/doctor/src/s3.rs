@@ -199,7 +199,13 @@ async fn credentials_check(sdk: &aws_config::SdkConfig, bucket: &str, prefix: &s
             )
         }
         Err(e) => {
-            let message = display_chain(&e);
+            // The chain lists each provider's answer on a line of its own: one line here.
+            let message = display_chain(&e)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             match imds_diagnosis().await {
                 Some((detail, fix)) => {
                     Check::fail(ids::CREDENTIALS, what, format!("{detail} ({message})"), fix)
