@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 /// `CreateMultipartUpload`, `UploadPart` and `CompleteMultipartUpload` are allowed by
 /// `s3:PutObject`; `HeadObject` by `s3:GetObject`; `HeadBucket` and `ListObjectsV2` by
 /// `s3:ListBucket`.
+#[cfg_attr(not(test), allow(dead_code))] // read by the tests below
 pub const S3_CALLS: &[(&str, &str)] = &[
     ("put_object", "s3:PutObject"),
     ("create_multipart_upload", "s3:PutObject"),

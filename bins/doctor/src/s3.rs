@@ -106,50 +106,51 @@ pub async fn s3_checks(store: &StoreArgs) -> Vec<Check> {
     out
 }
 
+/// What a line checks, in words (the same whether it ran or was skipped).
+fn describe(id: &str, bucket: &str, prefix: &str) -> String {
+    let under = if prefix.is_empty() {
+        format!("s3://{bucket}/")
+    } else {
+        format!("s3://{bucket}/{prefix}/")
+    };
+    match id {
+        ids::BUCKET => format!("bucket {bucket} reachable (HeadBucket, s3:ListBucket)"),
+        ids::REGION => format!("requests signed for the region of bucket {bucket}"),
+        ids::PUT => format!("write a probe object under {under} (s3:PutObject)"),
+        ids::LIST => format!("list {under} (s3:ListBucket)"),
+        ids::GET => "read the probe object back (s3:GetObject)".to_owned(),
+        ids::DELETE => "delete the probe object (s3:DeleteObject)".to_owned(),
+        ids::MULTIPART_CREATE => format!("start a multipart upload under {under} (s3:PutObject)"),
+        ids::MULTIPART_LIST => {
+            format!("list multipart uploads under {under} (s3:ListBucketMultipartUploads)")
+        }
+        ids::MULTIPART_ABORT => {
+            "abort the probe's multipart upload (s3:AbortMultipartUpload)".to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
 /// The lines after `after` marked skipped because `because`.
 fn skipped_after(after: &str, bucket: &str, prefix: &str, because: &str) -> Vec<Check> {
     let lines = [
-        (ids::BUCKET, format!("bucket {bucket} reachable")),
-        (
-            ids::REGION,
-            format!("requests signed for the region of bucket {bucket}"),
-        ),
-        (
-            ids::PUT,
-            format!("write a probe object under s3://{bucket}/{prefix}/ (s3:PutObject)"),
-        ),
-        (
-            ids::LIST,
-            format!("list s3://{bucket}/{prefix}/ (s3:ListBucket)"),
-        ),
-        (
-            ids::GET,
-            "read the probe object back (s3:GetObject)".to_owned(),
-        ),
-        (
-            ids::DELETE,
-            "delete the probe object (s3:DeleteObject)".to_owned(),
-        ),
-        (
-            ids::MULTIPART_CREATE,
-            "start a multipart upload (s3:PutObject)".to_owned(),
-        ),
-        (
-            ids::MULTIPART_LIST,
-            format!("list multipart uploads under {prefix}/ (s3:ListBucketMultipartUploads)"),
-        ),
-        (
-            ids::MULTIPART_ABORT,
-            "abort the probe's multipart upload (s3:AbortMultipartUpload)".to_owned(),
-        ),
+        ids::BUCKET,
+        ids::REGION,
+        ids::PUT,
+        ids::LIST,
+        ids::GET,
+        ids::DELETE,
+        ids::MULTIPART_CREATE,
+        ids::MULTIPART_LIST,
+        ids::MULTIPART_ABORT,
     ];
     let start = lines
         .iter()
-        .position(|(id, _)| *id == after)
+        .position(|id| *id == after)
         .map_or(0, |i| i + 1);
     lines[start..]
         .iter()
-        .map(|(id, what)| Check::skipped(*id, what.clone(), because))
+        .map(|id| Check::skipped(*id, describe(id, bucket, prefix), because))
         .collect()
 }
 
@@ -437,9 +438,9 @@ fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub async fn bucket_checks(s3: &S3Store, region: Option<&str>, prefix: &str) -> Vec<Check> {
     let bucket = s3.bucket().to_owned();
     let mut out = Vec::new();
-    let what = format!("bucket {bucket} reachable (s3:ListBucket)");
+    let what = describe(ids::BUCKET, &bucket, prefix);
     let client = s3.client();
-    let (bucket_region, head_ok) = match client.head_bucket().bucket(&bucket).send().await {
+    let bucket_region = match client.head_bucket().bucket(&bucket).send().await {
         Ok(answer) => {
             let region = answer.bucket_region().map(str::to_owned);
             out.push(Check::pass(
@@ -453,7 +454,7 @@ pub async fn bucket_checks(s3: &S3Store, region: Option<&str>, prefix: &str) -> 
                         .unwrap_or_default()
                 ),
             ));
-            (region, true)
+            region
         }
         Err(e) => {
             let status = e.raw_response().map(|r| r.status().as_u16());
@@ -471,7 +472,7 @@ pub async fn bucket_checks(s3: &S3Store, region: Option<&str>, prefix: &str) -> 
                         what,
                         format!("exists, in region {actual}"),
                     ));
-                    (Some(actual), false)
+                    Some(actual)
                 }
                 (Some(404), _, _) | (_, Some("NoSuchBucket"), _) => {
                     out.push(Check::fail(
@@ -497,7 +498,7 @@ pub async fn bucket_checks(s3: &S3Store, region: Option<&str>, prefix: &str) -> 
                         format!("HeadBucket refused (403{}): the backup checks the bucket with it before any work", code.map(|c| format!(" {c}")).unwrap_or_default()),
                         grant("s3:ListBucket", &bucket, prefix),
                     ));
-                    (None, false)
+                    None
                 }
                 (
                     Some(_),
@@ -545,12 +546,11 @@ pub async fn bucket_checks(s3: &S3Store, region: Option<&str>, prefix: &str) -> 
                         format!("HeadBucket failed: {text}"),
                         "see the error; for an S3-compatible store check --endpoint-url and --path-style",
                     ));
-                    (None, false)
+                    None
                 }
             }
         }
     };
-    let _ = head_ok;
     // The bucket's region: from HeadBucket, else GetBucketLocation.
     let bucket_region = match bucket_region {
         Some(r) => Some(r),
@@ -567,7 +567,7 @@ pub async fn bucket_checks(s3: &S3Store, region: Option<&str>, prefix: &str) -> 
         },
     };
     let signed = region.unwrap_or("us-east-1");
-    let what = format!("requests signed for the region of bucket {bucket}");
+    let what = describe(ids::REGION, &bucket, prefix);
     match bucket_region {
         Some(actual) if actual != signed => {
             out.push(Check::fail(
@@ -659,7 +659,7 @@ async fn probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
     let url = format!("s3://{bucket}/{key}");
     let body = Bytes::from(format!("litemaas-doctor probe {key}\n"));
     let mut out = Vec::new();
-    let what = format!("write a probe object under s3://{bucket}/{prefix}/ (s3:PutObject)");
+    let what = describe(ids::PUT, bucket, prefix);
     if let Err(e) = s3.put_opts(&key, body.clone(), PutMode::Create).await {
         out.push(failed(
             ids::PUT,
@@ -670,31 +670,21 @@ async fn probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
             &e,
             "",
         ));
-        for (id, what) in [
-            (
-                ids::LIST,
-                format!("list s3://{bucket}/{prefix}/ (s3:ListBucket)"),
-            ),
-            (
-                ids::GET,
-                "read the probe object back (s3:GetObject)".to_owned(),
-            ),
-            (
-                ids::DELETE,
-                "delete the probe object (s3:DeleteObject)".to_owned(),
-            ),
-        ] {
-            out.push(Check::skipped(
-                id,
-                what,
+        out.extend(
+            skipped_after(
+                ids::PUT,
+                bucket,
+                prefix,
                 "the probe object could not be written",
-            ));
-        }
+            )
+            .into_iter()
+            .take(3),
+        );
         return out;
     }
     out.push(Check::pass(ids::PUT, what, format!("wrote {url}")));
 
-    let what = format!("list s3://{bucket}/{prefix}/ (s3:ListBucket)");
+    let what = describe(ids::LIST, bucket, prefix);
     let list_prefix = if prefix.is_empty() {
         String::new()
     } else {
@@ -713,7 +703,7 @@ async fn probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
         Err(e) => failed(ids::LIST, &what, "s3:ListBucket", bucket, prefix, &e, ""),
     });
 
-    let what = "read the probe object back (s3:GetObject)".to_owned();
+    let what = describe(ids::GET, bucket, prefix);
     out.push(match read_all(s3, &key).await {
         Ok(read) if read == body.as_ref() => Check::pass(ids::GET, what, format!("{} bytes, identical", read.len())),
         Ok(read) => Check::fail(
@@ -725,7 +715,7 @@ async fn probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
         Err(e) => failed(ids::GET, &what, "s3:GetObject", bucket, prefix, &e, ""),
     });
 
-    let what = "delete the probe object (s3:DeleteObject)".to_owned();
+    let what = describe(ids::DELETE, bucket, prefix);
     let left = format!(
         "; the probe object {url} is STILL THERE: remove it with `aws s3 rm {url}` once allowed"
     );
@@ -761,7 +751,7 @@ async fn multipart_probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
         format!("{prefix}/")
     };
     let mut out = Vec::new();
-    let what = "start a multipart upload, as every backup does (s3:PutObject)".to_owned();
+    let what = describe(ids::MULTIPART_CREATE, bucket, prefix);
     let mut upload = match s3.put_multipart_with(&key, &Metadata::new()).await {
         Ok(upload) => {
             out.push(Check::pass(
@@ -781,24 +771,16 @@ async fn multipart_probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
                 &e,
                 "",
             ));
-            out.push(Check::skipped(
-                ids::MULTIPART_LIST,
-                format!(
-                    "list multipart uploads under {list_prefix} (s3:ListBucketMultipartUploads)"
-                ),
-                "no multipart upload could be started",
-            ));
-            out.push(Check::skipped(
-                ids::MULTIPART_ABORT,
-                "abort the probe's multipart upload (s3:AbortMultipartUpload)",
+            out.extend(skipped_after(
+                ids::MULTIPART_CREATE,
+                bucket,
+                prefix,
                 "no multipart upload could be started",
             ));
             return out;
         }
     };
-    let what = format!(
-        "list multipart uploads under {list_prefix} (s3:ListBucketMultipartUploads), which litemaas-prune needs to clean up after a failed backup"
-    );
+    let what = describe(ids::MULTIPART_LIST, bucket, prefix);
     let mut upload_id = None;
     let mut listed = false;
     out.push(match s3.list_pending_uploads(&list_prefix).await {
@@ -824,9 +806,7 @@ async fn multipart_probe(s3: &S3Store, prefix: &str) -> Vec<Check> {
         ),
         Err(e) => failed(ids::MULTIPART_LIST, &what, "s3:ListBucketMultipartUploads", bucket, prefix, &e, ""),
     });
-    let what =
-        "abort the probe's multipart upload (s3:AbortMultipartUpload), as a failed backup does"
-            .to_owned();
+    let what = describe(ids::MULTIPART_ABORT, bucket, prefix);
     out.push(match upload.abort().await {
         Ok(()) => {
             let gone = if listed {
