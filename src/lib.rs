@@ -48,6 +48,7 @@ pub mod backup;
 pub mod catalog;
 #[cfg(feature = "kube")]
 pub mod cluster;
+pub mod inventory;
 #[cfg(feature = "kube")]
 pub mod lock;
 pub mod prune;

@@ -6,8 +6,10 @@
 //! metadata decides: a dump that carries this tool's mark ([`record::ours`](crate::record::ours))
 //! is a failed run of ours and never counts; one without the mark was made by the original tool,
 //! which wrote no records (users migrate with buckets full of them): it counts when non-empty.
+//! The rule itself is [`inventory::classify`](crate::inventory::classify), which `litemaas-ls`
+//! shows in more detail.
 
-use litemaas_retention::{Action, Item, Plan, RetentionOptions, State};
+use litemaas_retention::{Action, Item, Plan, RetentionOptions};
 use litemaas_s3::{ObjectMeta, ObjectStore, PendingUpload};
 use serde::Serialize;
 
@@ -22,7 +24,7 @@ pub struct DumpListing {
 }
 
 /// `prefix/` (or nothing for an empty prefix): what keys directly under the prefix start with.
-fn dir_of(prefix: &str) -> String {
+pub(crate) fn dir_of(prefix: &str) -> String {
     let prefix = prefix.trim_matches('/');
     if prefix.is_empty() {
         String::new()
@@ -82,33 +84,13 @@ pub async fn dump_items(
         let time = parsed.or(listing
             .last_modified_fallback
             .then_some(object.last_modified));
-        let state = if keys.contains(record_key(&object.key).as_str()) {
-            State::Complete
-        } else {
-            classify_recordless(store, object).await?
-        };
+        let has_record = keys.contains(record_key(&object.key).as_str());
+        let state = crate::inventory::classify(store, object, has_record)
+            .await?
+            .retention_state();
         items.push(Item::new(object.key.clone(), time, state));
     }
     Ok(items)
-}
-
-/// A dump without a record: a failed run of ours (it carries our mark), empty, or a dump of the
-/// original tool.
-async fn classify_recordless(
-    store: &dyn ObjectStore,
-    object: &ObjectMeta,
-) -> litemaas_s3::Result<State> {
-    if object.size == 0 {
-        return Ok(State::Failed);
-    }
-    // Listings carry no metadata: ask for it.
-    match store.head(&object.key).await {
-        Ok(meta) if meta.metadata.contains_key(crate::record::MARK) => Ok(State::Failed),
-        Ok(_) => Ok(State::Complete),
-        // Deleted since the listing: nothing to count.
-        Err(litemaas_s3::Error::NotFound { .. }) => Ok(State::Failed),
-        Err(e) => Err(e),
-    }
 }
 
 /// The prefixes that hold dumps: `prefix` itself, and each `<prefix>/<database>/` where a
@@ -123,12 +105,28 @@ pub async fn dump_prefixes(
     prefix: &str,
 ) -> litemaas_s3::Result<Vec<String>> {
     let dir = dir_of(prefix);
+    let objects = store.list(&dir).await?;
+    Ok(std::iter::once(prefix.trim_matches('/').to_owned())
+        .chain(
+            database_folders(&dir, &objects)
+                .into_iter()
+                .map(|sub| format!("{dir}{sub}")),
+        )
+        .collect())
+}
+
+/// The folders directly under `dir` that hold dumps *and* integrity records of this tool, in a
+/// listing of `dir`: a second database's (see [`dump_prefixes`]).
+pub(crate) fn database_folders(
+    dir: &str,
+    objects: &[ObjectMeta],
+) -> std::collections::BTreeSet<String> {
     let (mut with_dumps, mut with_records) = (
         std::collections::BTreeSet::new(),
         std::collections::BTreeSet::new(),
     );
-    for object in store.list(&dir).await? {
-        let Some(rest) = object.key.strip_prefix(&dir) else {
+    for object in objects {
+        let Some(rest) = object.key.strip_prefix(dir) else {
             continue;
         };
         let parts: Vec<&str> = rest.split('/').collect();
@@ -142,13 +140,7 @@ pub async fn dump_prefixes(
             _ => {}
         }
     }
-    Ok(std::iter::once(prefix.trim_matches('/').to_owned())
-        .chain(
-            with_dumps
-                .intersection(&with_records)
-                .map(|sub| format!("{dir}{sub}")),
-        )
-        .collect())
+    with_dumps.intersection(&with_records).cloned().collect()
 }
 
 /// Why a prune stopped. Deletions done before the failure stay done; the error lists them.

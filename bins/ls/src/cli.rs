@@ -1,0 +1,48 @@
+//! Command-line arguments. Every flag also reads an environment variable.
+
+use clap::Parser;
+use litemaas_cli::StoreArgs;
+
+/// List the LiteMaaS backups that exist, newest first: the dumps in a bucket or directory (time,
+/// size, compression, SHA-256 recorded, state: complete / legacy / failed / empty / in-progress
+/// / abandoned) and, with --namespace, the database volume's VolumeSnapshots. Complete and
+/// legacy dumps count toward retention and for `litemaas-restore --latest`; the others never do.
+/// Changes nothing.
+#[derive(Debug, Parser)]
+#[command(name = "litemaas-ls", version, about, long_about = None)]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Also list the VolumeSnapshots in this namespace: every one of the database claim and
+    /// every one labelled app=litemaas-backup.
+    #[arg(long, env = "LITEMAAS_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// kubeconfig context (default: the current one, or the in-cluster service account).
+    #[arg(long, env = "LITEMAAS_CONTEXT")]
+    pub context: Option<String>,
+
+    /// The database's claim, whose snapshots are listed even when not ours.
+    #[arg(
+        long,
+        env = "LITEMAAS_CLAIM",
+        default_value = "postgres-storage-litellm-postgres-0"
+    )]
+    pub claim: String,
+
+    /// Also show what is not a backup: objects under the prefix not named like dumps (and why),
+    /// and the namespace's other snapshots. By default they are only counted.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print everything as one JSON object on stdout.
+    #[arg(long, env = "LITEMAAS_JSON")]
+    pub json: bool,
+
+    // `--stale DURATION` (fail when the newest usable backup is older) belongs to another
+    // issue: it would compare `Summary`'s ages in `run::ls`.
+    /// More detail on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
