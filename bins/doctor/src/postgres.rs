@@ -127,8 +127,8 @@ pub async fn pg_dump_local(pg_dump: &Path, database_url: Option<&Secret>) -> Che
         }
     };
     let where_ = conn.as_ref().map_or_else(
-        || "the server of the libpq environment (PGHOST, PGPORT)".to_owned(),
-        |c| c.host_port(),
+        || "the server named by the libpq environment (PGHOST, PGPORT, PGSERVICE; no LITEMAAS_DATABASE_URL given)".to_owned(),
+        |c| format!("the server at {}", c.host_port()),
     );
     let client = match local_version(pg_dump).await {
         Ok(v) => v,
@@ -145,9 +145,9 @@ pub async fn pg_dump_local(pg_dump: &Path, database_url: Option<&Secret>) -> Che
             return Check::fail(
                 ID,
                 what,
-                format!("cannot ask the server at {where_} its version: {detail}"),
+                format!("cannot ask {where_} its version: {detail}"),
                 format!(
-                    "make the database reachable from this host at {where_} (is it running? a firewall, a wrong port or host in LITEMAAS_DATABASE_URL?) and check its user and password (LITEMAAS_DATABASE_URL or ~/.pgpass)"
+                    "make {where_} reachable from this host (is it running? a firewall? a wrong host or port in LITEMAAS_DATABASE_URL?) and check its user and password (in LITEMAAS_DATABASE_URL or ~/.pgpass)"
                 ),
             );
         }

@@ -207,7 +207,7 @@ async fn credentials_check(sdk: &aws_config::SdkConfig, bucket: &str, prefix: &s
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join("; ");
-            match imds_diagnosis().await {
+            match imds_diagnosis(bucket).await {
                 Some((detail, fix)) => {
                     Check::fail(ids::CREDENTIALS, what, format!("{detail} ({message})"), fix)
                 }
@@ -351,7 +351,7 @@ async fn imds_role() -> Option<String> {
 }
 
 /// On an EC2 instance, why its instance profile gives no credentials, and the fix.
-async fn imds_diagnosis() -> Option<(String, String)> {
+async fn imds_diagnosis(bucket: &str) -> Option<(String, String)> {
     let client = imds_client()?;
     let info = match client.get("/latest/meta-data/iam/info").await {
         Ok(info) => info.as_ref().to_owned(),
@@ -362,7 +362,7 @@ async fn imds_diagnosis() -> Option<(String, String)> {
             return Some((
                 format!("this EC2 instance ({id}) has no IAM instance profile"),
                 format!(
-                    "attach one whose role has the policy of `litemaas-doctor --iam-policy BUCKET`: `aws ec2 associate-iam-instance-profile --instance-id {id} --iam-instance-profile Name=PROFILE`, then STOP and START the instance (`aws ec2 stop-instances --instance-ids {id}`, wait until stopped, `aws ec2 start-instances --instance-ids {id}`): a reboot is not enough"
+                    "attach one whose role has the policy of `litemaas-doctor --iam-policy {bucket}`: `aws ec2 associate-iam-instance-profile --instance-id {id} --iam-instance-profile Name=PROFILE`, then STOP and START the instance (`aws ec2 stop-instances --instance-ids {id}`, wait until stopped, `aws ec2 start-instances --instance-ids {id}`): a reboot is not enough"
                 ),
             ));
         }
@@ -391,7 +391,7 @@ async fn imds_diagnosis() -> Option<(String, String)> {
                 "EC2 instance {id} has instance profile {profile_arn} attached, but its metadata service gives no credentials (iam/security-credentials/ is empty)"
             ),
             format!(
-                "STOP and START the instance — a reboot is not enough: `aws ec2 stop-instances --instance-ids {id}`, wait until it is stopped, `aws ec2 start-instances --instance-ids {id}`; if it stays empty, check that the profile's role trusts ec2.amazonaws.com (the trust relationship of `litemaas-doctor --iam-policy BUCKET`)"
+                "STOP and START the instance — a reboot is not enough: `aws ec2 stop-instances --instance-ids {id}`, wait until it is stopped, `aws ec2 start-instances --instance-ids {id}`; if it stays empty, check that the profile's role trusts ec2.amazonaws.com (the trust relationship of `litemaas-doctor --iam-policy {bucket}`)"
             ),
         ))
     } else {
@@ -400,7 +400,7 @@ async fn imds_diagnosis() -> Option<(String, String)> {
                 "EC2 instance {id}: instance profile {profile_arn}, role {roles}, but its credentials could not be loaded"
             ),
             format!(
-                "check that role {roles} trusts ec2.amazonaws.com (the trust relationship of `litemaas-doctor --iam-policy BUCKET`); then STOP and START the instance (a reboot is not enough)"
+                "check that role {roles} trusts ec2.amazonaws.com (the trust relationship of `litemaas-doctor --iam-policy {bucket}`); then STOP and START the instance (a reboot is not enough)"
             ),
         ))
     }

@@ -623,3 +623,85 @@ async fn an_instance_without_a_profile_says_attach_one() {
         "{fix}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The litemaas-doctor binary itself, without --namespace (S3 and the local pg_dump).
+
+/// Runs `litemaas-doctor` with only `env` (and PATH, HOME) in its environment.
+fn doctor(env: &[(&str, String)], home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_litemaas-doctor"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_doctor_binary_passes_every_line_and_exits_0_when_all_is_well() {
+    let server = S3Server::shared();
+    let bucket = server.new_bucket("doctor-bin").await.unwrap();
+    let pg = litemaas_testkit::PgCluster::shared();
+    let db = pg.create_database("doctor_bin").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut env: Vec<(&str, String)> = server.env();
+    env.push(("LITEMAAS_BUCKET", bucket.clone()));
+    env.push(("LITEMAAS_DATABASE_URL", pg.url(&db)));
+    let pg_dump = pg.bin_dir().join("pg_dump");
+    let out = doctor(
+        &env,
+        home.path(),
+        &["--pg-dump", pg_dump.to_str().unwrap(), "--json"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.first(), Some(&ids::CREDENTIALS), "{ids:?}");
+    assert_eq!(ids.last(), Some(&"postgres.pg_dump"), "{ids:?}");
+    assert!(checks.iter().all(|c| c["outcome"] == "pass"), "{stdout}");
+    assert!(!stdout.contains(pg.password()) && !stderr.contains(pg.password()));
+    assert!(!stdout.contains(server.credentials().1));
+    assert_eq!(leftovers(&bucket).await, (vec![], vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_doctor_binary_prints_the_stop_and_start_fix_and_exits_1() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut env, _) = imds_env(home.path(), "doctor-bin-imds", Imds::Empty);
+    env.push((
+        "LITEMAAS_DATABASE_URL",
+        "postgres://u@127.0.0.1:1/db".into(),
+    ));
+    let out = doctor(&env, home.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("FAIL [s3.credentials]"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        lines[at].contains("instance-profile/litemaas-bastion"),
+        "{stdout}"
+    );
+    assert!(
+        lines[at + 1].contains("fix:")
+            && lines[at + 1].contains("STOP and START")
+            && lines[at + 1].contains("a reboot is not enough"),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("SKIP") && l.contains("[s3.bucket]"))
+            || lines
+                .iter()
+                .any(|l| l.contains("[s3.bucket]") && l.contains("not checked")),
+        "{stdout}"
+    );
+}
