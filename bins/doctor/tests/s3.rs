@@ -705,3 +705,46 @@ async fn the_doctor_binary_prints_the_stop_and_start_fix_and_exits_1() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_process_profile_is_named_as_such() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = S3Server::shared();
+    let bucket = server.new_bucket("doctor-process").await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let script = home.path().join("creds.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIAPROCESSTEST0WXYZ\", \"SecretAccessKey\": \"process-secret-never-shown\"}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = home.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile proc]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let mut env = bare_env(home.path(), &bucket);
+    env.retain(|(k, _)| *k != "AWS_CONFIG_FILE");
+    env.push(("AWS_CONFIG_FILE", config.display().to_string()));
+    env.push(("AWS_PROFILE", "proc".into()));
+    env.push(("AWS_EC2_METADATA_DISABLED", "true".into()));
+    let (checks, output) = run_child(&env, home.path());
+    assert!(
+        checks.iter().all(|c| c.outcome == Outcome::Pass),
+        "{checks:#?}"
+    );
+    let line = line(&checks, ids::CREDENTIALS);
+    assert!(
+        line.detail.contains(&format!(
+            "profile proc in {} (credential_process)",
+            config.display()
+        )) && line.detail.contains("AKIA…WXYZ"),
+        "{line:?}"
+    );
+    assert!(!output.contains("process-secret-never-shown"), "{output}");
+}
