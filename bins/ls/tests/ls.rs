@@ -581,3 +581,58 @@ async fn with_a_namespace_the_claims_snapshots_are_listed_newest_first() {
         "{all}"
     );
 }
+
+/// A listing refused (403 AccessDenied: an IAM policy without s3:ListBucket) is one line naming
+/// the bucket and the missing permission's operation, and exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_access_to_the_listing_is_one_clear_line_naming_the_bucket() {
+    use litemaas_testkit::proxy::{Fault, FaultProxy, Nth, Op, Rule};
+    let bucket = S3Server::shared().new_bucket("ls-denied").await.unwrap();
+    let proxy = FaultProxy::start(S3Server::shared().endpoint()).unwrap();
+    proxy.add_rule(Rule::new(Op::ListObjectsV2, Nth::Every, Fault::Status(403)));
+    let mut cmd = ls_s3(&bucket);
+    cmd.envs(proxy.env());
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("litemaas-ls: error:")
+            && err.contains(&bucket)
+            && err.contains("access denied"),
+        "{err}"
+    );
+}
+
+/// A store that cannot list multipart uploads (s3rver, some gateways: 501) is still listed,
+/// with a warning that unfinished uploads are unknown, and says so in the JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_cannot_list_uploads_is_listed_with_a_warning() {
+    use litemaas_testkit::proxy::{Fault, FaultProxy, Nth, Op, Rule};
+    let bucket = S3Server::shared()
+        .new_bucket("ls-no-uploads")
+        .await
+        .unwrap();
+    let store = S3Store::new(S3Server::shared().client(), &bucket);
+    store
+        .put(
+            "litemaas-backups/database-20251201-020000.sql.gz",
+            Bytes::from_static(b"legacy dump"),
+        )
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(S3Server::shared().endpoint()).unwrap();
+    proxy.add_rule(Rule::new(
+        Op::ListMultipartUploads,
+        Nth::Every,
+        Fault::Status(501),
+    ));
+    let mut cmd = ls_s3(&bucket);
+    cmd.envs(proxy.env()).arg("--json");
+    let out = output(cmd).await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(err.contains("cannot list multipart uploads"), "{err}");
+    assert_eq!(report["uploads_listed"], false);
+    assert_eq!(report["dumps"][0]["state"], "legacy");
+}
