@@ -62,9 +62,7 @@ impl Chosen {
 #[non_exhaustive]
 pub enum CatalogError {
     /// The key does not exist.
-    #[error(
-        "{store}: no backup at key {key:?} (list them with `aws s3 ls` or litemaas-prune --dry-run)"
-    )]
+    #[error("{store}: no backup at key {key:?} (list them with litemaas-ls)")]
     NotFound {
         /// The store.
         store: String,
@@ -72,7 +70,9 @@ pub enum CatalogError {
         key: String,
     },
     /// No complete dump under the prefix.
-    #[error("{store}: no complete dump under {prefix:?} ({found} dump(s) found, none complete)")]
+    #[error(
+        "{store}: no complete dump under {prefix:?} ({found} dump(s) found, none complete; litemaas-ls shows their states)"
+    )]
     NoneComplete {
         /// The store.
         store: String,
