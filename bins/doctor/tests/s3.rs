@@ -748,3 +748,30 @@ async fn a_credential_process_profile_is_named_as_such() {
     );
     assert!(!output.contains("process-secret-never-shown"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_head_bucket_fails_only_the_bucket_line() {
+    // HeadBucket (and GetBucketLocation) are the proxy's `Other` requests; the probe's are not.
+    let server = S3Server::shared();
+    let bucket = server.new_bucket("doctor-head").await.unwrap();
+    let proxy = FaultProxy::start(server.endpoint()).unwrap();
+    proxy.add_rule(Rule::new(Op::Other, Nth::Every, Fault::Status(403)));
+    let s3 = S3Store::new(proxy.client(), &bucket);
+    let checks = s3::bucket_checks(&s3, Some("us-east-1"), PREFIX).await;
+    let failed = failing(&checks);
+    assert_eq!(
+        failed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [ids::BUCKET],
+        "{checks:#?}"
+    );
+    assert!(
+        failed[0].fix.as_deref().unwrap().contains("s3:ListBucket"),
+        "{:?}",
+        failed[0]
+    );
+    assert!(
+        checks.iter().filter(|c| c.outcome == Outcome::Pass).count() == 8,
+        "{checks:#?}"
+    );
+    assert_eq!(leftovers(&bucket).await, (vec![], vec![]));
+}
