@@ -8,6 +8,8 @@ use bytes::Bytes;
 use litemaas_backup::backup::{self, BackupOptions, BackupReport};
 use litemaas_backup::catalog::{self, Selection};
 use litemaas_backup::dump::{Compression, PgConnection, PgDump};
+use litemaas_backup::prune::{self, DumpListing};
+use litemaas_backup::retention::State;
 use litemaas_backup::store::{LocalStore, ObjectStore, S3Store};
 use litemaas_testkit::{PgCluster, S3Server};
 use serde_json::{Value, json};
@@ -249,6 +251,35 @@ async fn a_bucket_of_ours_legacy_failed_and_foreign_keys_is_listed_newest_first(
         report["summary"]["newest_dump_by_folder"]["litellm"]["name"],
         second_new.key
     );
+
+    // Retention sees every dump object as ls does: one rule (uploads are not objects yet).
+    for folder in [p.to_owned(), litellm.clone()] {
+        let items = prune::dump_items(&store, &folder, &DumpListing::default())
+            .await
+            .unwrap();
+        let listed: Vec<(String, bool)> = report["dumps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["size"].is_u64()
+                    && d["key"].as_str().unwrap().rsplit_once('/').unwrap().0 == folder
+            })
+            .map(|d| {
+                (
+                    d["key"].as_str().unwrap().to_owned(),
+                    d["counts"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let mut pruned: Vec<(String, bool)> = items
+            .iter()
+            .map(|i| (i.id.clone(), i.state == State::Complete))
+            .collect();
+        pruned.sort_by(|a, b| b.0.cmp(&a.0));
+        assert!(!pruned.is_empty());
+        assert_eq!(listed, pruned, "{folder}");
+    }
 
     // --all lists the foreign keys with the reason.
     let mut cmd = ls_s3(&bucket);
