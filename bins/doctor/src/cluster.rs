@@ -284,6 +284,22 @@ fn shell_word(word: &str) -> String {
     }
 }
 
+/// An error with its causes, `a: b: c` (kube's own message alone can be just "client error
+/// (Connect)").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
@@ -584,7 +600,7 @@ pub async fn cluster_checks(ns: &str, options: &Options) -> ClusterChecks {
             plan.push(Check::fail(
                 "cluster",
                 plan.what("cluster"),
-                format!("{url} ({}): {e}", source.describe()),
+                format!("{url} ({}): {}", source.describe(), chain(&e)),
                 format!(
                     "check the API server address and the network from this host: oc whoami --show-server; curl -k {url}/readyz; then oc login --server=<the right URL>"
                 ),

@@ -343,7 +343,16 @@ const CLUSTER_IDS: [&str; 10] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn a_healthy_namespace_passes_every_line_in_order_and_changes_nothing() {
     let c = cluster(Setup::default()).await;
-    let before = c.api.event_log().len();
+    // The simulated controllers' last status updates land first.
+    let mut before = c.api.event_log().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = c.api.event_log().len();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let (report, out) = c.report(&[]).await;
     assert!(out.status.success(), "{report:#}");
     assert_eq!(report["ok"], json!(true));
@@ -678,6 +687,13 @@ async fn an_unreachable_cluster_is_one_failing_line_and_the_rest_is_skipped() {
     let (report, out) = c.report(&[]).await;
     let fix = only_failure(&report, &out, "cluster");
     assert!(fix.contains("oc login"), "{fix}");
+    assert!(
+        check(&report, "cluster")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "the cause is named: {report:#}"
+    );
     let skipped = with(&report, "skipped");
     for id in CLUSTER_IDS.iter().skip(1) {
         assert!(skipped.contains(&(*id).to_owned()), "{id} not skipped");
@@ -687,4 +703,31 @@ async fn an_unreachable_cluster_is_one_failing_line_and_the_rest_is_skipped() {
     assert!(skipped.contains(&"routes".to_owned()));
     // The local store lines do not depend on the cluster.
     assert_eq!(check(&report, "local.probe")["outcome"], json!("pass"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_fail_the_identity_line_and_skip_the_rest() {
+    let mut c = cluster(Setup::default()).await;
+    // A token the API server does not know (expired, or from another cluster).
+    c.kubeconfig = c.dir.path().join("kubeconfig-expired");
+    c.api
+        .write_kubeconfig(&c.kubeconfig, "sha256~expired", NS)
+        .unwrap();
+    let (report, out) = c.report(&[]).await;
+    let fix = only_failure(&report, &out, "identity");
+    assert!(fix.contains("oc login --server=http://127.0.0.1:"), "{fix}");
+    assert!(
+        !out.stdout.windows(14).any(|w| w == b"sha256~expired"),
+        "no token in the report"
+    );
+    assert_eq!(check(&report, "cluster")["outcome"], json!("pass"));
+    for id in [
+        "namespace",
+        "pod",
+        "rbac.pods/exec.get",
+        "postgres.pg_dump",
+        "routes",
+    ] {
+        assert_eq!(check(&report, id)["outcome"], json!("skipped"), "{id}");
+    }
 }
