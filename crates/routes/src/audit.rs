@@ -221,6 +221,7 @@ impl Finding {
             )
         };
         let short = annotation.trim_start_matches("haproxy.router.openshift.io/");
+        let kind = if tcp { "tunnel" } else { "server" };
         let parsed = value.map(Timeout::parse);
         let (effective, source) = match parsed.as_ref().and_then(Parsed::timeout) {
             Some(t) if parsed == Some(Parsed::Clipped) => (t, Source::Clipped),
@@ -232,7 +233,7 @@ impl Finding {
             (None, _) | (_, None) if enough => (
                 Status::Ok,
                 format!(
-                    "no {short} annotation; the router's default {haproxy} ({default}) meets {desired}"
+                    "no {short} annotation; the router's default {kind} timeout ({default}) meets {desired}"
                 ),
             ),
             (None, _) | (_, None) => (
@@ -275,7 +276,7 @@ impl Finding {
         };
         if tcp {
             notes.push(format!(
-                "passthrough: HAProxy runs it in TCP mode and the value is the {haproxy} (idle time of the TLS connection), not a per-request limit"
+                "passthrough: HAProxy runs it in TCP mode, where the value sets `{haproxy}` (how long the TLS connection may stay idle), not a per-request limit"
             ));
         }
         let message = std::iter::once(message)

@@ -358,7 +358,7 @@ impl fmt::Display for Ignored {
             Self::LeadingZero => f.write_str("zero, or a leading zero, is not accepted"),
             Self::Unit(unit) => write!(
                 f,
-                "unit {unit:?} is not one of us, ms, s, m, h, d (case-sensitive)"
+                "unit {unit:?} is unknown: the units are us, ms, s, m, h and d, in lower case"
             ),
         }
     }
