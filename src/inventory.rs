@@ -637,23 +637,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary of what was listed, seen at `now`.
-    pub fn of(
-        inventory: &Inventory,
-        #[cfg(feature = "kube")] snapshots: Option<&SnapshotInventory>,
-        now: jiff::Timestamp,
-    ) -> Summary {
+    /// The summary of the dumps listed, seen at `now` (no snapshots yet: see
+    /// [`with_snapshots`](Self::with_snapshots)).
+    pub fn of(inventory: &Inventory, now: jiff::Timestamp) -> Summary {
         let newest = |folder| {
             inventory
                 .newest_usable(folder)
                 .and_then(|d| Some(Newest::new(&d.key, d.time?, now)))
         };
-        #[cfg(feature = "kube")]
-        let newest_snapshot = snapshots
-            .and_then(SnapshotInventory::newest_ready)
-            .and_then(|s| Some(Newest::new(&s.name, s.created?, now)));
-        #[cfg(not(feature = "kube"))]
-        let newest_snapshot = None;
         Summary {
             newest_dump: newest(None),
             newest_dump_by_folder: inventory
@@ -661,8 +652,17 @@ impl Summary {
                 .into_iter()
                 .map(|f| (f.to_owned(), newest(Some(f))))
                 .collect(),
-            newest_snapshot,
+            newest_snapshot: None,
         }
+    }
+
+    /// The summary with the newest ready snapshot of `snapshots`, seen at `now`.
+    #[cfg(feature = "kube")]
+    pub fn with_snapshots(mut self, snapshots: &SnapshotInventory, now: jiff::Timestamp) -> Self {
+        self.newest_snapshot = snapshots
+            .newest_ready()
+            .and_then(|s| Some(Newest::new(&s.name, s.created?, now)));
+        self
     }
 }
 

@@ -3,13 +3,17 @@
 use clap::Parser;
 use litemaas_cli::StoreArgs;
 
-/// List the LiteMaaS backups that exist, newest first: the dumps in a bucket or directory (time,
-/// size, compression, SHA-256 recorded, state: complete / legacy / failed / empty / in-progress
-/// / abandoned) and, with --namespace, the database volume's VolumeSnapshots. Complete and
-/// legacy dumps count toward retention and for `litemaas-restore --latest`; the others never do.
-/// Changes nothing.
+/// List the LiteMaaS backups that exist, newest first: dumps and VolumeSnapshots. Changes nothing.
+///
+/// Each dump with its time (from its name, UTC), size, compression, whether a SHA-256 is recorded
+/// for exactly its size, and its state: complete (integrity record), legacy (the original tool's:
+/// no record, not ours, not empty), failed (ours without a record), empty, in-progress or
+/// abandoned (an open upload). Complete and legacy dumps count toward retention and for
+/// `litemaas-restore --latest`; the others never do. With --namespace, the VolumeSnapshots of the
+/// database claim and every one labelled app=litemaas-backup: ours, safety (a volume restore's)
+/// or foreign. Exit 0 when the listing worked, even if empty; 1 on error.
 #[derive(Debug, Parser)]
-#[command(name = "litemaas-ls", version, about, long_about = None)]
+#[command(name = "litemaas-ls", version)]
 pub struct Args {
     #[command(flatten)]
     pub store: StoreArgs,

@@ -35,7 +35,10 @@ pub async fn ls(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let summary = Summary::of(&inventory, snapshots.as_ref(), now);
+    let mut summary = Summary::of(&inventory, now);
+    if let Some(snapshots) = &snapshots {
+        summary = summary.with_snapshots(snapshots, now);
+    }
     // `--stale DURATION` (another issue) compares `summary`'s ages with its limit here.
     let listing = render::Listing {
         inventory: &inventory,
