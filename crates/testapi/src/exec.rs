@@ -85,6 +85,9 @@ fn prepare(
     headers: &HeaderMap,
 ) -> Result<ExecRecord, crate::error::ApiError> {
     let target = parse_target(uri.path())?;
+    // The WebSocket upgrade is a GET, authorized as `get`; Kubernetes 1.35 and later also
+    // require `create` on pods/exec (it used to be enough for the older POST/SPDY exec).
+    authorize(shared, headers, "get", &target)?;
     authorize(shared, headers, "create", &target)?;
     let def = target.def;
     shared.store.get(def, &Key::new(def, namespace, pod))?;

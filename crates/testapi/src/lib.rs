@@ -27,7 +27,8 @@
 //! - For tests: request failures injected before anything changes ([`TestApiServer::fail_next`])
 //!   and an ordered, unbounded log of every change ([`TestApiServer::event_log`]), to assert
 //!   orders such as "the claim was never missing while replicas > 0".
-//! - `pods/<name>/exec` over WebSocket (v4 and v5 channel protocols) running the command on this
+//! - `pods/<name>/exec` over WebSocket (v4 and v5 channel protocols; RBAC `get` and `create` on
+//!   `pods/exec`, as Kubernetes 1.35 and later check) running the command on this
 //!   host with an environment registered per pod ([`TestApiServer::set_exec_env`]); every
 //!   request is recorded ([`TestApiServer::exec_log`]). As with a real kubelet, a client that
 //!   goes away does not stop the command: its stdin is closed, its output goes nowhere, and it

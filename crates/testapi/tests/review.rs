@@ -259,3 +259,58 @@ async fn a_subject_review_names_the_tokens_user_and_groups() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_needs_both_get_and_create_on_pods_exec_as_from_kubernetes_1_35() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::AttachParams;
+    use serde_json::json;
+
+    let server = TestApiServer::start().await.unwrap();
+    server.create_namespace(NS).unwrap();
+    server
+        .create(
+            "",
+            "pods",
+            NS,
+            json!({"metadata": {"name": "db-0"}, "spec": {"containers": [{"name": "postgres"}]}}),
+        )
+        .unwrap();
+    for (token, verbs) in [
+        ("get-only", vec!["get"]),
+        ("create-only", vec!["create"]),
+        ("both", vec!["get", "create"]),
+    ] {
+        server.add_token(
+            token,
+            Identity {
+                user: format!("system:serviceaccount:{NS}:{token}"),
+                namespace: Some(NS.into()),
+                rules: vec![rule(&[""], &["pods/exec"], &verbs, &[])],
+            },
+        );
+        let pods: Api<Pod> =
+            Api::namespaced(server.client_with_token(token, NS).await.unwrap(), NS);
+        let attached = pods
+            .exec(
+                "db-0",
+                ["true"],
+                &AttachParams::default().stdout(true).stderr(false),
+            )
+            .await;
+        match attached {
+            Ok(mut process) => {
+                assert_eq!(token, "both", "{token} may exec");
+                let status = process.take_status().unwrap().await.unwrap();
+                assert_eq!(status.status.as_deref(), Some("Success"));
+            }
+            Err(e) => {
+                assert_ne!(token, "both", "{e}");
+                assert!(
+                    e.to_string().contains("403") || e.to_string().contains("Forbidden"),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
