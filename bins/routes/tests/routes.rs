@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 
-use litemaas_testapi::TestApiServer;
+use litemaas_testapi::{Identity, Rule, TestApiServer};
 use serde_json::{Value, json};
 
 const NS: &str = "litemaas";
@@ -67,10 +67,14 @@ async fn server() -> TestApiServer {
 }
 
 fn routes(server: &TestApiServer, args: &[&str]) -> Output {
+    routes_as(&server.kubeconfig_path(), args)
+}
+
+fn routes_as(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_litemaas-routes"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -344,5 +348,40 @@ async fn bad_values_are_refused_with_exit_1_and_change_nothing() {
         assert_eq!(code(&out), 1, "{args:?}: {:?}", text(&out));
         assert!(text(&out).1.contains(says), "{args:?}: {:?}", text(&out));
     }
+    assert_eq!(witness(&server), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_account_can_audit_and_its_apply_fails_naming_the_permission() {
+    let server = server().await;
+    server.add_token(
+        "audit-token",
+        Identity {
+            user: "system:serviceaccount:litemaas:route-audit".into(),
+            namespace: Some(NS.into()),
+            rules: vec![Rule {
+                api_groups: vec!["route.openshift.io".into()],
+                resources: vec!["routes".into()],
+                verbs: vec!["get".into(), "list".into()],
+                resource_names: vec![],
+            }],
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig, "audit-token", NS)
+        .unwrap();
+    let before = witness(&server);
+    let out = routes_as(&kubeconfig, &["audit", "-n", NS, "--timeout", MCP]);
+    assert_eq!(code(&out), 2, "{:?}", text(&out));
+    let out = routes_as(&kubeconfig, &["apply", "-n", NS, "--timeout", MCP]);
+    assert_eq!(code(&out), 1, "{:?}", text(&out));
+    let stderr = text(&out).1;
+    // One line, with the server's message once (kube's own display repeats it in debug form).
+    assert_eq!(
+        stderr,
+        "litemaas-routes: error: apply: cannot set the timeout of Route litemaas/litellm-ms (no route was changed): routes is forbidden: User \"system:serviceaccount:litemaas:route-audit\" cannot patch resource \"routes\" in API group \"route.openshift.io\" in the namespace \"litemaas\" (HTTP 403 Forbidden)\n"
+    );
     assert_eq!(witness(&server), before);
 }

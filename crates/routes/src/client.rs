@@ -127,7 +127,7 @@ impl Routes {
             },
             _ => Error::Kube {
                 context: format!("{doing} in namespace {}", self.namespace),
-                source: Box::new(source),
+                source: source.into(),
             },
         }
     }
@@ -174,7 +174,7 @@ impl Routes {
                         namespace: self.namespace.clone(),
                         name: route.name().to_owned(),
                         changed: changed(),
-                        source: Box::new(source),
+                        source: source.into(),
                     });
                 }
             }

@@ -85,7 +85,7 @@ pub enum Error {
         context: String,
         /// The cause.
         #[source]
-        source: Box<kube::Error>,
+        source: KubeError,
     },
     /// A patch failed; routes changed before it stay changed.
     #[error(
@@ -101,7 +101,7 @@ pub enum Error {
         changed: Vec<String>,
         /// The cause.
         #[source]
-        source: Box<kube::Error>,
+        source: KubeError,
     },
     /// Another writer changed the route every time between our read and our patch.
     #[error(
@@ -118,6 +118,46 @@ pub enum Error {
         /// Routes already changed by this run.
         changed: Vec<String>,
     },
+}
+
+/// A Kubernetes API failure, shown in one line: the server's message and HTTP status (kube's
+/// own display adds the whole `Status` in debug form), or the transport error.
+#[derive(Debug)]
+pub struct KubeError(pub Box<kube::Error>);
+
+impl KubeError {
+    /// The HTTP status the API server answered with, if it answered.
+    pub fn code(&self) -> Option<u16> {
+        match &*self.0 {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<kube::Error> for KubeError {
+    fn from(e: kube::Error) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for KubeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            kube::Error::Api(s) => write!(f, "{} (HTTP {} {})", s.message, s.code, s.reason),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::error::Error for KubeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            kube::Error::Api(_) => None,
+            // kube's display already shows its immediate cause.
+            other => other.source().and_then(|cause| cause.source()),
+        }
+    }
 }
 
 fn already(changed: &[String]) -> String {
