@@ -1288,24 +1288,9 @@ impl Rest<'_> {
 
     /// Every entry of [`REQUIRED_ACCESS`], asked of the API server.
     async fn rbac(&mut self) {
-        let api = Api::<SelfSubjectAccessReview>::all(self.client.clone());
         for a in REQUIRED_ACCESS {
             let what = what_of(a, self.ns);
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        verb: Some(a.verb.into()),
-                        group: Some(a.group.into()),
-                        resource: Some(a.resource.into()),
-                        subresource: (!a.subresource.is_empty()).then(|| a.subresource.into()),
-                        namespace: a.namespaced.then(|| self.ns.to_owned()),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SelfSubjectAccessReviewSpec::default()
-                },
-                ..SelfSubjectAccessReview::default()
-            };
-            let check = match api.create(&PostParams::default(), &review).await {
+            let check = match review(&self.client, a, self.ns).await {
                 Ok(answer) => {
                     let status = answer.status.unwrap_or_default();
                     if status.allowed {
@@ -1345,6 +1330,39 @@ impl Rest<'_> {
     }
 }
 
+/// Asks the API server whether we may do `a` (in `ns` when it is namespaced).
+async fn review(
+    client: &kube::Client,
+    a: &Access,
+    ns: &str,
+) -> Result<SelfSubjectAccessReview, kube::Error> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(a.verb.into()),
+                group: Some(a.group.into()),
+                resource: Some(a.resource.into()),
+                subresource: (!a.subresource.is_empty()).then(|| a.subresource.into()),
+                namespace: a.namespaced.then(|| ns.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+}
+
+/// Whether we may do `a`.
+async fn may(client: &kube::Client, a: &Access, ns: &str) -> Result<bool, kube::Error> {
+    Ok(review(client, a, ns)
+        .await?
+        .status
+        .is_some_and(|s| s.allowed))
+}
+
 /// `oc apply` of a default VolumeSnapshotClass for `driver`, one line.
 fn create_class_fix(driver: &str) -> String {
     let name = format!(
@@ -1378,7 +1396,7 @@ pub async fn route_checks(client: kube::Client, ns: &str, options: &Options) -> 
         Some(selector) => Selection::Labels(selector.clone()),
         None => Selection::All,
     };
-    let routes = match Routes::new(client, ns).list(&selection).await {
+    let routes = match Routes::new(client.clone(), ns).list(&selection).await {
         Ok(routes) => routes,
         Err(Error::NoRouteApi { .. }) => {
             return vec![Check::pass(
@@ -1388,12 +1406,21 @@ pub async fn route_checks(client: kube::Client, ns: &str, options: &Options) -> 
             )];
         }
         Err(e) => {
-            let forbidden =
-                matches!(&e, Error::Kube { source, .. } if status_code(source) == Some(403));
+            // Whether we may list routes at all, asked of the API server.
+            let list = access(
+                "route.openshift.io",
+                "routes",
+                "",
+                "list",
+                true,
+                Need::Both,
+                "",
+            );
+            let forbidden = matches!(may(&client, &list, ns).await, Ok(false));
             return vec![Check::fail(
                 "routes",
                 what,
-                format!("{e}"),
+                chain(&e),
                 if forbidden {
                     format!(
                         "oc -n {ns} create role litemaas-doctor-routes --verb=get,list --resource=routes.route.openshift.io && oc -n {ns} create rolebinding litemaas-doctor-routes --role=litemaas-doctor-routes --user=\"$(oc whoami)\""

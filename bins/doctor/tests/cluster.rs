@@ -731,3 +731,80 @@ async fn refused_credentials_fail_the_identity_line_and_skip_the_rest() {
         assert_eq!(check(&report, id)["outcome"], json!("skipped"), "{id}");
     }
 }
+
+/// The doctor with a clean environment and no kubeconfig at all.
+fn bare_doctor(home: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_litemaas-doctor"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("KUBECONFIG", home.join("no-such-kubeconfig"));
+    cmd
+}
+
+#[test]
+fn iam_policy_prints_the_policy_and_trust_as_json_and_checks_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bare_doctor(home.path())
+        .args(["--iam-policy", "maas-db-backup", "--namespace", NS])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = doc["policy"].to_string();
+    for action in ["s3:AbortMultipartUpload", "s3:ListBucketMultipartUploads"] {
+        assert!(text.contains(action), "{action} missing: {text}");
+    }
+    assert!(
+        text.contains("arn:aws:s3:::maas-db-backup/litemaas-backups/*"),
+        "{text}"
+    );
+    assert!(doc["trust"].to_string().contains("ec2.amazonaws.com"));
+    // No check ran: no cluster line, although --namespace names one and no cluster exists.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\"cluster\""));
+}
+
+#[test]
+fn without_a_namespace_only_the_local_checks_run() {
+    let pg = PgCluster::shared();
+    let home = tempfile::tempdir().unwrap();
+    let out = bare_doctor(home.path())
+        .env("LITEMAAS_DATABASE_URL", pg.url("postgres"))
+        .arg("--pg-dump")
+        .arg(pg.bin_dir().join("pg_dump"))
+        .arg("--dest")
+        .arg(home.path().join("backups"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report:#}");
+    let ids: Vec<&str> = checks(&report)
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.last(), Some(&"postgres.pg_dump"), "{ids:?}");
+    assert!(
+        !ids.iter()
+            .any(|i| CLUSTER_IDS.contains(i) || i.starts_with("rbac.")),
+        "{ids:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(pg.password()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_the_doctor_may_not_list_fail_that_line_with_the_grant() {
+    let mut c = cluster(Setup::default()).await;
+    c.restrict("routes", "list");
+    let (report, out) = c.report(&[]).await;
+    let fix = only_failure(&report, &out, "routes");
+    assert!(
+        fix.contains("--resource=routes.route.openshift.io"),
+        "{fix}"
+    );
+    c.run_fix(&fix.replace("\"$(oc whoami)\"", "someone"));
+}
