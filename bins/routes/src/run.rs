@@ -45,7 +45,12 @@ async fn read(selection: &cli::Selection) -> Result<(Policy, Routes, Vec<Route>)
     Ok((policy, routes, found))
 }
 
-fn warn_unmatched(policy: &Policy, findings: &[Finding]) {
+/// Overrides naming no route, when every route was read (with a selector or names, an override
+/// for a route left out is expected).
+fn warn_unmatched(selection: &cli::Selection, policy: &Policy, findings: &[Finding]) {
+    if selection.routes() != Selection::All {
+        return;
+    }
     for name in policy.unmatched_overrides(findings) {
         eprintln!("warning: --timeout {name}=… names no audited route (a typo?)");
     }
@@ -69,7 +74,7 @@ async fn run_audit(selection: &cli::Selection) -> Result<Verdict> {
     } else {
         print!("{}", report::table(&findings));
     }
-    warn_unmatched(&policy, &findings);
+    warn_unmatched(selection, &policy, &findings);
     if out == 0 {
         eprintln!(
             "all {} route(s) in namespace {} meet the policy",
@@ -90,7 +95,7 @@ async fn run_audit(selection: &cli::Selection) -> Result<Verdict> {
 async fn run_apply(selection: &cli::Selection, dry_run: bool) -> Result<Verdict> {
     let (policy, routes, found) = read(selection).await?;
     let before = audit(&found, &policy);
-    warn_unmatched(&policy, &before);
+    warn_unmatched(selection, &policy, &before);
     let changes = routes
         .apply(&found, &policy, dry_run)
         .await

@@ -298,8 +298,32 @@ async fn a_selector_or_names_limit_the_routes_and_a_missing_one_is_an_error() {
         verdicts(&json_of(&out)).into_keys().collect::<Vec<_>>(),
         ["litemaas-backend"]
     );
-    let out = routes(&server, &["audit", "-n", NS, "litellm", "litellm-tls"]);
+    let out = routes(
+        &server,
+        &[
+            "audit",
+            "-n",
+            NS,
+            "litellm",
+            "litellm-tls",
+            "--timeout",
+            MCP,
+        ],
+    );
     assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert!(!text(&out).1.contains("warning"), "{:?}", text(&out));
+    // Over the whole namespace, an override naming no route is probably a typo.
+    let out = routes(
+        &server,
+        &["audit", "-n", NS, "--timeout", "litellm-mpc=300s"],
+    );
+    assert!(
+        text(&out)
+            .1
+            .contains("warning: --timeout litellm-mpc=… names no audited route (a typo?)"),
+        "{:?}",
+        text(&out)
+    );
 
     let before = witness(&server);
     let out = routes(&server, &["apply", "-n", NS, "litemaas-frontend", "nope"]);
