@@ -1454,8 +1454,18 @@ pub async fn route_checks(client: kube::Client, ns: &str, options: &Options) -> 
                     .as_deref()
                     .map_or_else(String::new, |h| format!(" ({h})"))
             );
+            let detail = if f.message.is_empty() {
+                format!(
+                    "{}: {} (the router uses {})",
+                    f.annotation,
+                    f.value.as_deref().unwrap_or("unset"),
+                    f.effective
+                )
+            } else {
+                f.message
+            };
             if f.in_policy {
-                Check::pass(id, what, f.message)
+                Check::pass(id, what, detail)
             } else {
                 let fix = format!(
                     "oc -n {ns} annotate route {} --overwrite {}={} (or every out-of-policy route at once: litemaas-routes apply)",
@@ -1463,7 +1473,7 @@ pub async fn route_checks(client: kube::Client, ns: &str, options: &Options) -> 
                     f.annotation,
                     f.desired.annotation_value()
                 );
-                Check::fail(id, what, f.message, fix)
+                Check::fail(id, what, detail, fix)
             }
         })
         .collect()

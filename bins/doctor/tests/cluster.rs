@@ -369,6 +369,10 @@ async fn a_healthy_namespace_passes_every_line_in_order_and_changes_nothing() {
     assert!(at("local.probe") < at("postgres.pg_dump"));
     assert!(at("postgres.pg_dump") < at("route.litellm"));
     assert_eq!(ids.last(), Some(&"route.litemaas-frontend"));
+    assert_eq!(
+        check(&report, "route.litemaas-frontend")["detail"],
+        json!("haproxy.router.openshift.io/timeout: 10m (the router uses 600s)")
+    );
     assert!(
         check(&report, "identity")["detail"]
             .as_str()
