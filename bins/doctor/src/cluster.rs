@@ -307,7 +307,8 @@ fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-/// The skipped lines of every check after `from` (by position in the fixed order).
+/// The lines so far; when a prerequisite fails, the rest of the fixed order and the RBAC
+/// lines are added as skipped ([`Plan::skip_rest`]).
 struct Plan<'a> {
     ns: &'a str,
     options: &'a Options,
