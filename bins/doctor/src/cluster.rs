@@ -1469,7 +1469,7 @@ pub async fn route_checks(client: kube::Client, ns: &str, options: &Options) -> 
                 Check::pass(id, what, detail)
             } else {
                 let fix = format!(
-                    "oc -n {ns} annotate route {} --overwrite {}={} (or every out-of-policy route at once: litemaas-routes apply)",
+                    "oc -n {ns} annotate route {} --overwrite {}={} (or every out-of-policy route at once: litemaas-routes apply --namespace {ns})",
                     f.name,
                     f.annotation,
                     f.desired.annotation_value()
