@@ -48,10 +48,11 @@ pub struct Args {
     #[arg(long, env = "LITEMAAS_SNAPSHOT_CLASS")]
     pub snapshot_class: Option<String>,
 
-    /// The timeout every route should have at least.
+    /// The timeout every route should have at least (the same environment variables as
+    /// litemaas-routes).
     #[arg(
         long,
-        env = "LITEMAAS_ROUTES_TIMEOUT",
+        env = "LITEMAAS_ROUTE_TIMEOUT",
         default_value = "600s",
         value_name = "DURATION"
     )]
