@@ -486,3 +486,182 @@ pub enum PruneSnapshotsError {
     #[error("invalid retention options")]
     Options(#[from] litemaas_retention::Error),
 }
+
+// --- The RBAC the backup and the restore need (one list, for the doctor and the Role). ---
+
+/// Which command needs an access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Need {
+    /// `litemaas-backup --namespace` (and `litemaas-prune --namespace`) only.
+    Backup,
+    /// `litemaas-restore` (in the pod, or `volume`) only.
+    Restore,
+    /// Both.
+    Both,
+}
+
+impl Need {
+    /// Whether the scheduled backup (`litemaas-backup --namespace`) needs it: [`Need::Backup`]
+    /// or [`Need::Both`]. The backup CronJob's Role holds exactly these entries.
+    pub fn backup(self) -> bool {
+        matches!(self, Need::Backup | Need::Both)
+    }
+
+    /// `backup`, `restore` or `backup and restore`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Need::Backup => "backup",
+            Need::Restore => "restore",
+            Need::Both => "backup and restore",
+        }
+    }
+}
+
+/// One verb on one resource that a command needs, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Access {
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// Resource plural.
+    pub resource: &'static str,
+    /// Subresource (`exec`, `scale`), or `""`.
+    pub subresource: &'static str,
+    /// The verb.
+    pub verb: &'static str,
+    /// Namespaced (granted by a Role in the LiteMaaS namespace) or cluster-scoped (a
+    /// ClusterRole).
+    pub namespaced: bool,
+    /// Which command needs it.
+    pub need: Need,
+    /// What the code does with it.
+    pub why: &'static str,
+}
+
+impl Access {
+    /// `pods/exec`, `statefulsets/scale`, `secrets`.
+    pub fn resource_path(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+
+    /// As `oc create role --resource` takes it: `pods/exec`, `leases.coordination.k8s.io`,
+    /// `statefulsets.apps/scale`.
+    pub fn qualified(&self) -> String {
+        let base = if self.group.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        };
+        if self.subresource.is_empty() {
+            base
+        } else {
+            format!("{base}/{}", self.subresource)
+        }
+    }
+
+    /// The check's id: `rbac.pods/exec.get`.
+    pub fn id(&self) -> String {
+        format!("rbac.{}.{}", self.resource_path(), self.verb)
+    }
+}
+
+/// The API group of VolumeSnapshots and their classes.
+pub const SNAPSHOTS: &str = "snapshot.storage.k8s.io";
+
+const fn access(
+    group: &'static str,
+    resource: &'static str,
+    subresource: &'static str,
+    verb: &'static str,
+    namespaced: bool,
+    need: Need,
+    why: &'static str,
+) -> Access {
+    Access {
+        group,
+        resource,
+        subresource,
+        verb,
+        namespaced,
+        need,
+        why,
+    }
+}
+
+/// Every access `litemaas-backup --namespace` and `litemaas-restore` need, derived from the API
+/// calls the code makes (src/cluster.rs, src/lock.rs, crates/dump/src/pod.rs,
+/// crates/snapshot, crates/restore/src/pod.rs, bins/restore/src/volume.rs). ONE list:
+/// `litemaas-doctor` asks the API server about each entry, and `litemaas-schedule kubernetes`
+/// renders the scheduled backup's Role from the backup's entries ([`Need::backup`]; the
+/// restore's are for the person or job that restores). Namespaced entries go in a Role in the
+/// LiteMaaS namespace; the cluster-scoped ones (only the volume restore's) need a ClusterRole.
+///
+/// ```
+/// use litemaas_backup::cluster::REQUIRED_ACCESS;
+///
+/// let exec: Vec<_> = REQUIRED_ACCESS
+///     .iter()
+///     .filter(|a| a.need.backup() && a.resource_path() == "pods/exec")
+///     .map(|a| a.verb)
+///     .collect();
+/// assert_eq!(exec, ["get", "create"]);
+/// ```
+#[rustfmt::skip]
+pub const REQUIRED_ACCESS: &[Access] = &[
+    access("", "secrets", "", "get", true, Need::Both,
+        "read Secret litemaas-db (username, password, database; dump::pod::read_credentials)"),
+    access("", "pods", "", "list", true, Need::Both,
+        "find the Running database pod by label (dump::pod::find_pod); the volume restore lists the StatefulSet's pods"),
+    access("", "pods", "exec", "get", true, Need::Both,
+        "run pg_dump / psql in the pod: the exec WebSocket upgrade is a GET"),
+    access("", "pods", "exec", "create", true, Need::Both,
+        "run pg_dump / psql in the pod: Kubernetes 1.35 and later also check create"),
+    access("coordination.k8s.io", "leases", "", "create", true, Need::Both,
+        "take the Lease litemaas-backup, so no two runs overlap (src/lock.rs)"),
+    access("coordination.k8s.io", "leases", "", "get", true, Need::Both,
+        "read the Lease: who holds it, is it expired"),
+    access("coordination.k8s.io", "leases", "", "update", true, Need::Both,
+        "renew the Lease, or take over an expired one (an update with a resourceVersion precondition)"),
+    access("coordination.k8s.io", "leases", "", "delete", true, Need::Both,
+        "release the Lease at the end of a run"),
+    access("", "persistentvolumeclaims", "", "list", true, Need::Backup,
+        "find the database claim by label to snapshot (Snapshots::find_pvc)"),
+    access(SNAPSHOTS, "volumesnapshots", "", "create", true, Need::Both,
+        "the backup's VolumeSnapshot; the volume restore's safety snapshot"),
+    access(SNAPSHOTS, "volumesnapshots", "", "list", true, Need::Both,
+        "wait until readyToUse (a watch starts with a list), retention of the last 3; --latest"),
+    access(SNAPSHOTS, "volumesnapshots", "", "watch", true, Need::Both,
+        "wait until the snapshot is readyToUse"),
+    access(SNAPSHOTS, "volumesnapshots", "", "delete", true, Need::Both,
+        "retention deletes snapshots beyond the last 3; the volume restore deletes an unfinished safety snapshot"),
+    access(SNAPSHOTS, "volumesnapshots", "", "get", true, Need::Restore,
+        "read the snapshot to restore from"),
+    access("apps", "statefulsets", "", "get", true, Need::Restore,
+        "read the database StatefulSet (replicas, claim template)"),
+    access("apps", "statefulsets", "", "patch", true, Need::Restore,
+        "note the replicas to come back to (an annotation) while scaled down"),
+    access("apps", "statefulsets", "scale", "patch", true, Need::Restore,
+        "scale the database to 0 and back"),
+    access("", "persistentvolumeclaims", "", "get", true, Need::Restore,
+        "read the database claim and wait until the new one is Bound"),
+    access("", "persistentvolumeclaims", "", "delete", true, Need::Restore,
+        "remove the claim being replaced"),
+    access("", "persistentvolumeclaims", "", "create", true, Need::Restore,
+        "create the claim of the same name from the snapshot"),
+    access("", "persistentvolumes", "", "get", false, Need::Restore,
+        "read the old volume's reclaim policy"),
+    access("", "persistentvolumes", "", "patch", false, Need::Restore,
+        "set the old volume to Retain, so the data survives the claim's deletion"),
+    access("storage.k8s.io", "storageclasses", "", "get", false, Need::Restore,
+        "read the claim's StorageClass (binding mode, provisioner)"),
+    access("storage.k8s.io", "storageclasses", "", "list", false, Need::Restore,
+        "find the default StorageClass for a claim that names none"),
+    access(SNAPSHOTS, "volumesnapshotclasses", "", "get", false, Need::Restore,
+        "read the safety snapshot's class"),
+    access(SNAPSHOTS, "volumesnapshotclasses", "", "list", false, Need::Restore,
+        "find the default VolumeSnapshotClass for the driver"),
+];
