@@ -95,6 +95,12 @@ impl Auth {
         self.restricted.insert(token, identity);
     }
 
+    /// How many restricted tokens there are.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.restricted.len()
+    }
+
     /// The identity of a restricted `token`; `None` for the administrator, no token, or an
     /// unknown token.
     pub fn identity(&self, token: Option<&str>) -> Option<&Identity> {

@@ -345,6 +345,67 @@ impl TestApiServer {
             .add(token.to_owned(), identity);
     }
 
+    /// A token for ServiceAccount `namespace/name`, holding what RBAC grants it in `namespace`:
+    /// the rules of every Role that a RoleBinding in `namespace` binds to it (as the real
+    /// authorizer reads them; ClusterRoles are not served). The rules are read now: after a
+    /// change to a Role or RoleBinding, ask for a new token. Its user is
+    /// `system:serviceaccount:<namespace>:<name>`, as messages and `SelfSubjectReview` name it.
+    ///
+    /// # Errors
+    ///
+    /// The ServiceAccount does not exist, or a RoleBinding names a Role that does not.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        self.get("", "serviceaccounts", namespace, name)
+            .with_context(|| format!("ServiceAccount {namespace}/{name}"))?;
+        let bindings = RESOURCES
+            .iter()
+            .find(|r| r.plural == "rolebindings")
+            .context("rolebindings are served")?;
+        let (items, _) =
+            self.shared
+                .store
+                .list(bindings, Some(namespace), &select::Selectors::default());
+        let mut rules = Vec::new();
+        for binding in &items {
+            let binds_it = binding["subjects"].as_array().is_some_and(|subjects| {
+                subjects.iter().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == name
+                        && s["namespace"].as_str().unwrap_or(namespace) == namespace
+                })
+            });
+            if !binds_it || binding["roleRef"]["kind"] != "Role" {
+                continue;
+            }
+            let role_name = binding["roleRef"]["name"].as_str().unwrap_or_default();
+            let role = self
+                .get("rbac.authorization.k8s.io", "roles", namespace, role_name)
+                .with_context(|| {
+                    format!(
+                        "Role {namespace}/{role_name} of RoleBinding {}",
+                        binding["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                })?;
+            rules.extend(Rule::from_role(&role));
+        }
+        let seq = self
+            .shared
+            .auth
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let token = format!("sa-{namespace}-{name}-{seq}");
+        self.add_token(
+            &token,
+            Identity {
+                user: format!("system:serviceaccount:{namespace}:{name}"),
+                namespace: Some(namespace.to_owned()),
+                rules,
+            },
+        );
+        Ok(token)
+    }
+
     /// Changes how the simulated controllers behave from now on.
     pub fn set_controllers(&self, config: ControllerConfig) {
         *self
