@@ -3,7 +3,8 @@
 //! The pieces every `litemaas-*` binary shares, so each `main.rs` stays a table of contents:
 //! [`StoreArgs`] (where backups live: an S3 bucket or a local directory), [`logging::init`],
 //! [`cancel_on_signal`], [`progress`] bars on a terminal, and [`exit`] (one clear line per
-//! failure, non-zero exit).
+//! failure, non-zero exit); for the jobs, [`report::exit_reporting`], which also writes the
+//! [`metrics`] file and sends the [`notify`] webhook on every outcome.
 //!
 //! ```
 //! use clap::Parser;
@@ -18,7 +19,10 @@
 //! ```
 
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod progress;
+pub mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -233,10 +237,25 @@ pub fn exit(
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(target: logging::FILE_ONLY, "{program} failed: {e:#}");
-            eprintln!("{program}: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(program, &e),
     }
+}
+
+/// The failure's one line on stderr (and in the log file), and exit code 1.
+fn fail(program: &str, e: &anyhow::Error) -> ExitCode {
+    tracing::error!(target: logging::FILE_ONLY, "{program} failed: {e:#}");
+    eprintln!("{program}: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// An error and its causes, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
