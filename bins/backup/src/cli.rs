@@ -89,6 +89,9 @@ pub struct Args {
     #[arg(long, env = "LITEMAAS_JSON")]
     pub json: bool,
 
+    #[command(flatten)]
+    pub report: litemaas_cli::report::ReportArgs,
+
     /// Append logs to this file (the original tool used /var/log/litemaas-backup.log).
     #[arg(long, env = "LITEMAAS_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -3,7 +3,8 @@
 //! retention for both).
 //!
 //! Reads like a table of contents: parse arguments, set up logs, then run one of the two jobs
-//! (in `run`), cancelled cleanly on SIGINT/SIGTERM, and report.
+//! (in `run`), cancelled cleanly on SIGINT/SIGTERM, and report: on stderr, and in the metrics
+//! file and the notification, part by part.
 
 mod cli;
 mod run;
@@ -14,15 +15,21 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    if let Err(e) = litemaas_cli::logging::init(args.verbose, args.log_file.as_deref()) {
-        eprintln!("litemaas-backup: error: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    let job = async move {
-        match args.cluster.namespace.clone() {
-            Some(namespace) => run::cluster(args, namespace).await,
-            None => run::backup_then_prune(args).await,
-        }
-    };
-    litemaas_cli::exit("litemaas-backup", job)
+    let logging = litemaas_cli::logging::init(args.verbose, args.log_file.as_deref());
+    let report = args.report.clone();
+    let namespace = args.cluster.namespace.clone();
+    // The metrics file and the notification are written whatever happens, even when logging
+    // or a flag fails before anything started.
+    litemaas_cli::report::exit_reporting(
+        "litemaas-backup",
+        &report,
+        namespace.as_deref(),
+        |run| async move {
+            logging?;
+            match args.cluster.namespace.clone() {
+                Some(namespace) => run::cluster(args, namespace, run).await,
+                None => run::backup_then_prune(args, run).await,
+            }
+        },
+    )
 }

@@ -57,6 +57,9 @@ pub struct Args {
     #[arg(long, env = "LITEMAAS_JSON")]
     pub json: bool,
 
+    #[command(flatten)]
+    pub report: litemaas_cli::report::ReportArgs,
+
     /// Append logs to this file.
     #[arg(long, env = "LITEMAAS_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

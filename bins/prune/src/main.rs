@@ -13,9 +13,17 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    if let Err(e) = litemaas_cli::logging::init(args.verbose, args.log_file.as_deref()) {
-        eprintln!("litemaas-prune: error: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    litemaas_cli::exit("litemaas-prune", run::prune(args))
+    let logging = litemaas_cli::logging::init(args.verbose, args.log_file.as_deref());
+    let report = args.report.clone();
+    let namespace = args.namespace.clone();
+    // The metrics file and the notification are written whatever happens.
+    litemaas_cli::report::exit_reporting(
+        "litemaas-prune",
+        &report,
+        namespace.as_deref(),
+        |run| async move {
+            logging?;
+            run::prune(args, run).await
+        },
+    )
 }

@@ -1,17 +1,21 @@
 //! Planning and applying retention, aborting stale uploads, and reporting.
 
 use anyhow::{Context, Result};
+use litemaas_backup::cluster::SnapshotPrune;
 use litemaas_backup::cluster::{prune_snapshots, snapshot_selector};
-use litemaas_backup::prune::{self, DumpListing};
+use litemaas_backup::prune::{self, DumpListing, PruneReport};
 use litemaas_backup::retention::RetentionOptions;
 use litemaas_backup::snapshot::Snapshots;
+use litemaas_backup::store::ObjectStore;
+use litemaas_cli::report::{Part, Run};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Args;
 
 /// Retention for the dumps (and, with `--namespace`, the snapshots, holding the namespace's
-/// Lease so that no backup or restore runs meanwhile); then the report.
-pub async fn prune(args: Args) -> Result<()> {
+/// Lease so that no backup or restore runs meanwhile); then the report. The dumps' and the
+/// snapshots' retention are recorded in `run` (not in a dry run, which changes nothing).
+pub async fn prune(args: Args, run: Run) -> Result<()> {
     let now = jiff::Timestamp::now();
     let guard = match &args.namespace {
         Some(namespace) if !args.dry_run => {
@@ -26,7 +30,7 @@ pub async fn prune(args: Args) -> Result<()> {
         }
         _ => None,
     };
-    let result = prune_holding(&args, now).await;
+    let result = prune_holding(&args, now, &run).await;
     let Some(guard) = guard else { return result };
     let lost = guard.lost();
     guard.release().await;
@@ -40,32 +44,95 @@ pub async fn prune(args: Args) -> Result<()> {
     }
 }
 
-async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
+/// Records a part's outcome in `run` (unless in a dry run) and passes it on.
+fn record<T>(
+    run: &Run,
+    args: &Args,
+    part: &'static str,
+    started: std::time::Instant,
+    result: Result<T>,
+) -> Result<T> {
+    if !args.dry_run {
+        run.part(
+            match &result {
+                Ok(_) => Part::ok(part, ""),
+                Err(e) => Part::failed(part, "", format!("{e:#}")),
+            }
+            .took(started.elapsed()),
+        );
+    }
+    result
+}
+
+async fn prune_holding(args: &Args, now: jiff::Timestamp, run: &Run) -> Result<()> {
     let store = args.store.open().await?;
     store.check().await?;
     let prefix = args.store.prefix();
+    let started = std::time::Instant::now();
+    let (report, others) = record(
+        run,
+        args,
+        "retention",
+        started,
+        prune_dumps(args, store.as_ref(), &prefix, now).await,
+    )?;
+
+    let snapshots = match &args.namespace {
+        Some(namespace) => {
+            let started = std::time::Instant::now();
+            let pruned = async {
+                let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
+                let rules = RetentionOptions {
+                    keep_last: Some(args.keep_snapshots),
+                    ..RetentionOptions::default()
+                };
+                anyhow::Ok(
+                    prune_snapshots(
+                        &Snapshots::new(client, namespace),
+                        &snapshot_selector(&args.schedule_name),
+                        &rules,
+                        now,
+                        args.dry_run,
+                    )
+                    .await?,
+                )
+            }
+            .await;
+            Some(record(run, args, "snapshot_retention", started, pruned)?)
+        }
+        None => None,
+    };
+    print(args, store.as_ref(), &report, &others, snapshots.as_ref());
+    Ok(())
+}
+
+/// The dumps of every database, and stale uploads.
+async fn prune_dumps(
+    args: &Args,
+    store: &dyn ObjectStore,
+    prefix: &str,
+    now: jiff::Timestamp,
+) -> Result<(PruneReport, Vec<(String, PruneReport)>)> {
     let rules = args.retention.clone().or(RetentionOptions::dumps());
     let listing = DumpListing {
         last_modified_fallback: args.last_modified_fallback,
     };
-    let mut report =
-        prune::prune_dumps(store.as_ref(), &prefix, &rules, &listing, now, args.dry_run).await?;
+    let mut report = prune::prune_dumps(store, prefix, &rules, &listing, now, args.dry_run).await?;
     // The dumps of other databases, which cluster backups keep under `<prefix>/<database>/`.
     let mut others = Vec::new();
-    for other in prune::dump_prefixes(store.as_ref(), &prefix)
+    for other in prune::dump_prefixes(store, prefix)
         .await?
         .into_iter()
         .skip(1)
     {
-        let pruned =
-            prune::prune_dumps(store.as_ref(), &other, &rules, &listing, now, args.dry_run)
-                .await
-                .with_context(|| format!("pruning the dumps under {other}/"))?;
+        let pruned = prune::prune_dumps(store, &other, &rules, &listing, now, args.dry_run)
+            .await
+            .with_context(|| format!("pruning the dumps under {other}/"))?;
         others.push((other, pruned));
     }
     report.aborted_uploads = match prune::abort_stale_uploads(
-        store.as_ref(),
-        &prefix,
+        store,
+        prefix,
         args.abort_uploads_older_than,
         now,
         args.dry_run,
@@ -84,28 +151,17 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    Ok((report, others))
+}
 
-    let snapshots = match &args.namespace {
-        Some(namespace) => {
-            let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
-            let rules = RetentionOptions {
-                keep_last: Some(args.keep_snapshots),
-                ..RetentionOptions::default()
-            };
-            Some(
-                prune_snapshots(
-                    &Snapshots::new(client, namespace),
-                    &snapshot_selector(&args.schedule_name),
-                    &rules,
-                    now,
-                    args.dry_run,
-                )
-                .await?,
-            )
-        }
-        None => None,
-    };
-
+/// The plans on stdout (or JSON), the counts on stderr.
+fn print(
+    args: &Args,
+    store: &dyn ObjectStore,
+    report: &PruneReport,
+    others: &[(String, PruneReport)],
+    snapshots: Option<&SnapshotPrune>,
+) {
     if args.json {
         let others: Vec<_> = others
             .iter()
@@ -116,7 +172,7 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
         println!("{all}");
     } else {
         print!("{}", report.plan);
-        for (prefix, other) in &others {
+        for (prefix, other) in others {
             println!("{prefix}/:");
             print!("{}", other.plan);
         }
@@ -141,7 +197,7 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
         },
         report.aborted_uploads.len(),
     );
-    for (prefix, other) in &others {
+    for (prefix, other) in others {
         eprintln!(
             "{}/{prefix}/: kept {}, {verb} {} dump(s)",
             store.describe(),
@@ -149,12 +205,11 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp) -> Result<()> {
             other.plan.deletions().count()
         );
     }
-    if let (Some(s), Some(namespace)) = (&snapshots, &args.namespace) {
+    if let (Some(s), Some(namespace)) = (snapshots, &args.namespace) {
         eprintln!(
             "snapshots in {namespace}: kept {}, {verb} {}",
             s.plan.keeps().count(),
             s.plan.deletions().count()
         );
     }
-    Ok(())
 }

@@ -23,6 +23,9 @@ pub struct Args {
     #[command(flatten)]
     pub restore: RestoreArgs,
 
+    #[command(flatten)]
+    pub report: litemaas_cli::report::ReportArgs,
+
     /// Append logs to this file.
     #[arg(long, env = "LITEMAAS_LOG_FILE", value_name = "PATH", global = true)]
     pub log_file: Option<PathBuf>,

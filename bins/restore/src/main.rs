@@ -16,16 +16,34 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    if let Err(e) = litemaas_cli::logging::init(args.verbose, args.log_file.as_deref()) {
-        eprintln!("litemaas-restore: error: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    let job = async move {
-        match args.command {
-            Some(cli::Command::Verify(verify)) => run::verify(verify).await,
-            Some(cli::Command::Volume(args)) => volume::run(args).await,
-            None => run::restore(args.restore).await,
-        }
+    let logging = litemaas_cli::logging::init(args.verbose, args.log_file.as_deref());
+    let report = args.report.clone();
+    let namespace = match &args.command {
+        Some(cli::Command::Verify(verify)) => verify.target.namespace.clone(),
+        Some(cli::Command::Volume(volume)) => Some(volume.namespace.clone()),
+        None => args.restore.target.namespace.clone(),
     };
-    litemaas_cli::exit("litemaas-restore", job)
+    // The metrics file and the notification are written whatever happens; the job is one part
+    // (`restore`, `verify` or `volume_restore`).
+    litemaas_cli::report::exit_reporting(
+        "litemaas-restore",
+        &report,
+        namespace.as_deref(),
+        |run| async move {
+            logging?;
+            let started = std::time::Instant::now();
+            let (part, database, result) = match args.command {
+                Some(cli::Command::Verify(verify)) => ("verify", None, run::verify(verify).await),
+                Some(cli::Command::Volume(args)) => {
+                    ("volume_restore", None, volume::run(args).await)
+                }
+                None => {
+                    let into = args.restore.into.clone();
+                    ("restore", into, run::restore(args.restore).await)
+                }
+            };
+            run.outcome(part, database.as_deref().unwrap_or(""), started, &result);
+            result
+        },
+    )
 }

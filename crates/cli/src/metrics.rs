@@ -22,7 +22,7 @@
 //!
 //! | metric | meaning |
 //! |---|---|
-//! | `litemaas_backup_last_success_timestamp_seconds` | end of the last successful attempt; kept from the previous file while attempts fail |
+//! | `litemaas_backup_last_success_timestamp_seconds` | end of the last successful attempt; kept from the previous file while attempts fail; 0 when none ever succeeded |
 //! | `litemaas_backup_last_attempt_timestamp_seconds` | end of the last attempt, whatever its outcome |
 //! | `litemaas_backup_last_attempt_success` | 1 if the last attempt succeeded, else 0 |
 //! | `litemaas_backup_last_duration_seconds` | how long the last attempt took (parts that failed before measuring have none) |
@@ -211,6 +211,9 @@ impl Metrics {
             if let Some(bytes) = bytes {
                 self.set(LAST_BYTES, sample, bytes as f64);
             }
+        } else if self.get(LAST_SUCCESS, sample).is_none() {
+            // Never succeeded: 0, so that `time() - last_success > limit` fires at once.
+            self.set(LAST_SUCCESS, sample, 0.0);
         }
         let attempts = self.get(ATTEMPTS, sample).unwrap_or(0.0);
         self.set(ATTEMPTS, sample, attempts + 1.0);
@@ -487,6 +490,9 @@ mod tests {
         assert_eq!(value(&scrape, LAST_DURATION, "dump"), None);
         assert_eq!(value(&scrape, ATTEMPTS, "dump"), Some(2.0));
         assert_eq!(value(&scrape, FAILURES, "dump"), Some(1.0));
+        let mut never = Metrics::default();
+        never.record(&dump, at(2000), false, None, None);
+        assert_eq!(never.get(LAST_SUCCESS, &dump), Some(0.0));
     }
 
     #[test]

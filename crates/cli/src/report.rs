@@ -36,13 +36,19 @@ use std::time::{Duration, Instant};
 use crate::metrics::{Metrics, Sample};
 use crate::notify::{Notifier, NotifyUrl};
 
-/// `--metrics-file`, `--notify-url`, `--notify-on`, `--notify-timeout`.
+/// `--metrics-file`, `--notify-url`, `--notify-on`, `--notify-timeout` (global: accepted after a
+/// subcommand too).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Monitoring")]
 pub struct ReportArgs {
     /// Write Prometheus metrics here after every run, atomically, mode 0644 (a `*.prom` file in
     /// node_exporter's textfile directory). Last success times are kept from the previous file.
-    #[arg(long, env = "LITEMAAS_METRICS_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "LITEMAAS_METRICS_FILE",
+        value_name = "PATH",
+        global = true
+    )]
     pub metrics_file: Option<PathBuf>,
 
     /// POST a JSON summary of the run here (a Slack incoming webhook works). The URL may hold a
@@ -51,7 +57,8 @@ pub struct ReportArgs {
         long,
         env = "LITEMAAS_NOTIFY_URL",
         hide_env_values = true,
-        value_name = "URL"
+        value_name = "URL",
+        global = true
     )]
     pub notify_url: Option<HiddenUrl>,
 
@@ -61,7 +68,8 @@ pub struct ReportArgs {
         long,
         env = "LITEMAAS_NOTIFY_ON",
         value_enum,
-        default_value = "failure"
+        default_value = "failure",
+        global = true
     )]
     pub notify_on: NotifyOn,
 
@@ -71,7 +79,8 @@ pub struct ReportArgs {
         long,
         env = "LITEMAAS_NOTIFY_TIMEOUT",
         default_value = "10s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        global = true
     )]
     pub notify_timeout: jiff::SignedDuration,
 }
@@ -185,6 +194,24 @@ impl Run {
     /// Records a part.
     pub fn part(&self, part: Part) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(part);
+    }
+
+    /// Records a part that was the whole job: its outcome is `result`'s, its duration the time
+    /// since `started`.
+    pub fn outcome<T>(
+        &self,
+        part: &'static str,
+        database: &str,
+        started: Instant,
+        result: &anyhow::Result<T>,
+    ) {
+        self.part(
+            match result {
+                Ok(_) => Part::ok(part, database),
+                Err(e) => Part::failed(part, database, format!("{e:#}")),
+            }
+            .took(started.elapsed()),
+        );
     }
 
     /// The parts recorded so far.
