@@ -850,48 +850,6 @@ mod tests {
         panic!("the gzip threads are still there");
     }
 
-    /// Largest pause of a task that wants to run every millisecond, while `work` runs on the
-    /// same current-thread runtime.
-    async fn longest_pause(work: impl Future<Output = ()>) -> std::time::Duration {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ticker = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let mut longest = std::time::Duration::ZERO;
-                let mut last = std::time::Instant::now();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    longest = longest.max(last.elapsed());
-                    last = std::time::Instant::now();
-                }
-                longest
-            }
-        });
-        tokio::task::yield_now().await; // the ticker starts first
-        work.await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        ticker.await.unwrap()
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_runtime_keeps_running_while_a_large_block_is_compressed() {
-        const BLOCK: usize = 8 << 20;
-        let data = sample(BLOCK * 2);
-        // What compressing one block costs where it runs.
-        let started = std::time::Instant::now();
-        reference_gzip(&data[..BLOCK], BLOCK);
-        let one_block = started.elapsed();
-        let pause = longest_pause(async {
-            let gz = gzip(&data, 1, BLOCK).await;
-            assert_eq!(gunzip_single_member(&gz), data);
-        })
-        .await;
-        assert!(
-            pause < one_block / 2,
-            "the runtime stood still for {pause:?}; one block takes {one_block:?}"
-        );
-    }
-
     #[tokio::test]
     async fn compression_and_hashing_run_on_threads_of_their_own() {
         let data = sample(2_000_000);
