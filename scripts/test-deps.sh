@@ -38,6 +38,30 @@ done
 # The in-pod dump wrapper is tested with busybox's sh as well as dash (the pod images vary).
 command -v busybox >/dev/null || apt_install busybox
 
+# The cron tests run a real crontab. busybox-static's `crontab -c DIR` keeps a scratch spool (Debian's
+# busybox has no crontab applet, and busybox-static conflicts with that package, so its binary is
+# unpacked under $LITEMAAS_TEST_HOME); Debian's own crontab is tested as root with `-u` on a
+# dedicated user, never on a real user's crontab.
+BUSYBOX_STATIC="$LITEMAAS_TEST_HOME/busybox-static/busybox"
+if ! { [ -x "$BUSYBOX_STATIC" ] && "$BUSYBOX_STATIC" --list | grep -qx crontab; }; then
+  echo "test-deps: unpacking busybox-static's busybox into $(dirname "$BUSYBOX_STATIC")" >&2
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  bb_tmp="$(mktemp -d)"
+  chmod 755 "$bb_tmp"
+  (cd "$bb_tmp" && apt-get download -qq busybox-static 2>/dev/null && dpkg-deb -x busybox-static_*.deb root)
+  mkdir -p "$(dirname "$BUSYBOX_STATIC")"
+  cp "$bb_tmp/root/bin/busybox" "$BUSYBOX_STATIC"
+  rm -rf "$bb_tmp"
+fi
+if ! command -v crontab >/dev/null; then
+  echo "test-deps: installing cron (Debian's crontab)" >&2
+  apt_install cron
+fi
+if ! id litemaas-crontest >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "test-deps: creating user litemaas-crontest (whose crontab the cron tests use)" >&2
+  useradd --system --no-create-home --shell /usr/sbin/nologin litemaas-crontest
+fi
+
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" - <<PY 2>/dev/null
 import importlib.metadata as m, sys
 sys.exit(0 if m.version("moto") == "$MOTO_VERSION" and m.version("awscli") else 1)
@@ -62,4 +86,4 @@ if [ "$(s3rver_version)" != "$S3RVER_VERSION" ] || [ ! -x "$S3RVER_DIR/node_modu
   npm install --prefix "$S3RVER_DIR" --no-audit --no-fund --loglevel=error --save-exact "s3rver@$S3RVER_VERSION" >/dev/null
 fi
 
-echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), kubectl $(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1), s3rver $(s3rver_version)" >&2
+echo "test-deps: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), kubectl $(kubectl version --client -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])'), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/aws" --version 2>&1 | cut -d' ' -f1), s3rver $(s3rver_version), $("$BUSYBOX_STATIC" | head -1 | cut -d' ' -f1-2) (static)" >&2
