@@ -11,7 +11,8 @@ use litemaas_cli::StoreArgs;
 /// abandoned (an open upload). Complete and legacy dumps count toward retention and for
 /// `litemaas-restore --latest`; the others never do. With --namespace, the VolumeSnapshots of the
 /// database claim and every one labelled app=litemaas-backup: ours, safety (a volume restore's)
-/// or foreign. Exit 0 when the listing worked, even if empty; 1 on error.
+/// or foreign. Exit 0 when the listing worked, even if empty; 1 on error (usage errors too); 2
+/// when --stale finds a backup missing or too old.
 #[derive(Debug, Parser)]
 #[command(name = "litemaas-ls", version)]
 pub struct Args {
@@ -44,8 +45,13 @@ pub struct Args {
     #[arg(long, env = "LITEMAAS_JSON")]
     pub json: bool,
 
-    // `--stale DURATION` (fail when the newest usable backup is older) belongs to another
-    // issue: it would compare `Summary`'s ages in `run::ls`.
+    /// Exit 2 when the newest usable dump (of the main database and of each other database
+    /// folder) or, with --namespace, the newest ready snapshot of ours is missing or older than
+    /// this (35d, 36h, 5w): for a monitor that alerts on a schedule that silently stopped. Each
+    /// kind gets a line on stderr, `STALE: …` or `ok: …`.
+    #[arg(long, env = "LITEMAAS_STALE", value_name = "AGE")]
+    pub stale: Option<crate::stale::MaxAge>,
+
     /// More detail on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -1,14 +1,17 @@
 //! Reading the store and the snapshots, and printing them.
 
+use std::process::ExitCode;
+
 use anyhow::{Result, bail};
 use litemaas_backup::inventory::{Inventory, SnapshotInventory, Summary};
 use litemaas_backup::snapshot::Snapshots;
 
 use crate::cli::Args;
-use crate::render;
+use crate::{render, stale};
 
-/// Lists the dumps (and, with `--namespace`, the snapshots) and prints them. Changes nothing.
-pub async fn ls(args: Args) -> Result<()> {
+/// Lists the dumps (and, with `--namespace`, the snapshots) and prints them; with `--stale`,
+/// exit code 2 when a kind of backup is missing or too old. Changes nothing.
+pub async fn ls(args: Args) -> Result<ExitCode> {
     let now = jiff::Timestamp::now();
     // A directory that does not exist holds no backups: most likely a wrong --dest (or a
     // forgotten --bucket), which an empty listing would hide.
@@ -39,7 +42,9 @@ pub async fn ls(args: Args) -> Result<()> {
     if let Some(snapshots) = &snapshots {
         summary = summary.with_snapshots(snapshots, now);
     }
-    // `--stale DURATION` (another issue) compares `summary`'s ages with its limit here.
+    let checks = args
+        .stale
+        .map(|limit| (limit, stale::checks(&summary, limit, snapshots.is_some())));
     let listing = render::Listing {
         inventory: &inventory,
         snapshots: snapshots.as_ref(),
@@ -48,9 +53,23 @@ pub async fn ls(args: Args) -> Result<()> {
         all: args.all,
     };
     if args.json {
-        println!("{}", listing.json());
+        let mut json = listing.json();
+        if let Some((limit, checks)) = &checks {
+            json["stale"] = serde_json::json!({"limit_seconds": limit.seconds, "checks": checks});
+        }
+        println!("{json}");
     } else {
         print!("{}", listing.table());
     }
-    Ok(())
+    let Some((limit, checks)) = checks else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    for check in &checks {
+        eprintln!("{}", check.line(limit));
+    }
+    Ok(if checks.iter().any(|c| c.stale) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

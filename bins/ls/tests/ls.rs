@@ -667,3 +667,86 @@ async fn a_store_that_cannot_list_uploads_is_listed_with_a_warning() {
     assert_eq!(report["uploads_listed"], false);
     assert_eq!(report["dumps"][0]["state"], "legacy");
 }
+
+/// `(exit code, stderr)` of `litemaas-ls --dest DIR --stale LIMIT`.
+async fn stale(dir: &std::path::Path, limit: &str) -> (Option<i32>, String) {
+    let mut cmd = ls_cmd();
+    cmd.arg("--dest").arg(dir).args(["--stale", limit]);
+    let out = output(cmd).await;
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `days` ago, in the form `backup` takes.
+fn days_ago(days: i64) -> String {
+    (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days))
+        .round(jiff::Unit::Second)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_exits_2_when_the_newest_complete_dump_is_missing_or_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let db = seeded_database("ls_stale");
+
+    let (code, err) = stale(dir.path(), "35d").await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("STALE: no usable dump at all (limit 35d)"),
+        "{err}"
+    );
+
+    let old = backup(&store, &db, "", &days_ago(40), Compression::default()).await;
+    // A younger run that failed (no integrity record) does not count.
+    let failed = backup(&store, &db, "", &days_ago(1), Compression::default()).await;
+    store.delete(&failed.record_key).await.unwrap();
+    let (code, err) = stale(dir.path(), "35d").await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "STALE: newest dump {} is 40d old (limit 35d)",
+            old.key
+        )),
+        "{err}"
+    );
+    let (code, err) = stale(dir.path(), "41d").await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!("ok: newest dump {} is 40d old", old.key)),
+        "{err}"
+    );
+
+    // A second database's folder is checked on its own; --json carries the checks.
+    backup(&store, &db, "", &days_ago(2), Compression::default()).await;
+    backup(&store, &db, "second", &days_ago(50), Compression::default()).await;
+    let mut cmd = ls_cmd();
+    cmd.arg("--dest")
+        .arg(dir.path())
+        .args(["--stale", "35d", "--json"]);
+    let out = output(cmd).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ok: newest dump database-"), "{err}");
+    assert!(
+        err.contains("STALE: newest dump in second/ second/database-"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stale"]["limit_seconds"], 35 * 86_400);
+    let stale_flags: Vec<_> = report["stale"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["stale"].clone())
+        .collect();
+    assert_eq!(stale_flags, [json!(false), json!(true)]);
+
+    // An unusable limit is a usage error, exit 1 (clap's usual 2 would read as stale).
+    let (code, err) = stale(dir.path(), "1mo").await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("months"), "{err}");
+}

@@ -231,12 +231,21 @@ pub fn exit(
     program: &str,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
+    exit_with(program, async { main.await.map(|()| ExitCode::SUCCESS) })
+}
+
+/// Like [`exit`], for a program whose success has more than one exit code (`litemaas-ls
+/// --stale` exits 2 when backups are too old).
+pub fn exit_with(
+    program: &str,
+    main: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
     let result = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(main),
         Err(e) => Err(anyhow::anyhow!(e).context("cannot start the async runtime")),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => fail(program, &e),
     }
 }
