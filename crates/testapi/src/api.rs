@@ -198,6 +198,14 @@ async fn resource_request(
         return Err(fault);
     }
     let ns = target.namespace.clone().unwrap_or_default();
+    // `?dryRun=All`: the write is checked and answered as usual, on a copy that is thrown away.
+    let scratch;
+    let store = if query(&q, "dryRun").is_some() && method != Method::GET {
+        scratch = shared.store.scratch();
+        &scratch
+    } else {
+        &shared.store
+    };
     match (method.as_str(), &target.name, target.sub.as_deref()) {
         ("GET", None, None) => {
             let watch = matches!(query(&q, "watch"), Some("true" | "1"));
@@ -212,9 +220,7 @@ async fn resource_request(
             if watch {
                 return watch_response(shared, def, target.namespace.clone(), selectors, &q);
             }
-            let (items, rv) = shared
-                .store
-                .list(def, target.namespace.as_deref(), &selectors);
+            let (items, rv) = store.list(def, target.namespace.as_deref(), &selectors);
             Ok(json_response(
                 200,
                 &json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(),
@@ -223,7 +229,7 @@ async fn resource_request(
         }
         ("GET", Some(name), sub) => {
             authorize(shared, headers, "get", &target)?;
-            let object = shared.store.get(def, &Key::new(def, &ns, name))?;
+            let object = store.get(def, &Key::new(def, &ns, name))?;
             match sub {
                 None | Some("status") => Ok(json_response(200, &object)),
                 Some("scale") if def.scale => Ok(json_response(200, &scale_of(&object))),
@@ -238,14 +244,14 @@ async fn resource_request(
             {
                 map.remove("status"); // status is written only through its subresource
             }
-            let created = shared.store.create(def, &ns, object)?;
+            let created = store.create(def, &ns, object)?;
             Ok(json_response(201, &created))
         }
         ("PUT", Some(name), sub) => {
             authorize(shared, headers, "update", &target)?;
             let object: Value = parse_body(&body)?;
             let key = Key::new(def, &ns, name);
-            write_sub(shared, def, &key, sub, object).map(|v| json_response(200, &v))
+            write_sub(store, def, &key, sub, object).map(|v| json_response(200, &v))
         }
         ("PATCH", Some(name), sub) => {
             authorize(shared, headers, "patch", &target)?;
@@ -260,13 +266,13 @@ async fn resource_request(
                 .trim()
                 .to_owned();
             let key = Key::new(def, &ns, name);
-            let current = match (shared.store.get(def, &key), content_type.as_str(), sub) {
+            let current = match (store.get(def, &key), content_type.as_str(), sub) {
                 (Ok(current), _, _) => current,
                 // Server-side apply creates what does not exist.
                 (Err(e), "application/apply-patch+yaml", None) if e.code == 404 => {
                     let mut object: Value = parse_body(&body)?;
                     object["metadata"]["name"] = json!(name);
-                    return Ok(json_response(201, &shared.store.create(def, &ns, object)?));
+                    return Ok(json_response(201, &store.create(def, &ns, object)?));
                 }
                 (Err(e), _, _) => return Err(e),
             };
@@ -275,7 +281,7 @@ async fn resource_request(
                 _ => current,
             };
             let patched = apply_patch(base, &content_type, &body)?;
-            write_sub(shared, def, &key, sub, patched).map(|v| json_response(200, &v))
+            write_sub(store, def, &key, sub, patched).map(|v| json_response(200, &v))
         }
         ("DELETE", Some(name), None) => {
             authorize(shared, headers, "delete", &target)?;
@@ -286,7 +292,7 @@ async fn resource_request(
                 parse_body(&body)?
             };
             let preconditions = &options["preconditions"];
-            let deleted = shared.store.delete_if(
+            let deleted = store.delete_if(
                 def,
                 &Key::new(def, &ns, name),
                 preconditions["resourceVersion"].as_str(),
@@ -308,17 +314,17 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 /// Writes the main object, its status, or (through the scale subresource) its replicas.
 fn write_sub(
-    shared: &Shared,
+    store: &crate::store::Store,
     def: &ResourceDef,
     key: &Key,
     sub: Option<&str>,
     object: Value,
 ) -> Result<Value, ApiError> {
     match sub {
-        None => shared.store.update(def, key, object, Part::Main),
-        Some("status") if def.status => shared.store.update(def, key, object, Part::Status),
+        None => store.update(def, key, object, Part::Main),
+        Some("status") if def.status => store.update(def, key, object, Part::Status),
         Some("scale") if def.scale => {
-            let mut current = shared.store.get(def, key)?;
+            let mut current = store.get(def, key)?;
             let replicas = object["spec"]["replicas"]
                 .as_i64()
                 .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;
@@ -326,7 +332,7 @@ fn write_sub(
                 current["metadata"]["resourceVersion"] = json!(rv);
             }
             current["spec"]["replicas"] = json!(replicas);
-            let updated = shared.store.update(def, key, current, Part::Main)?;
+            let updated = store.update(def, key, current, Part::Main)?;
             Ok(scale_of(&updated))
         }
         Some(other) => Err(ApiError::no_route(&format!("{}/{other}", def.plural))),

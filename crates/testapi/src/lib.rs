@@ -9,7 +9,8 @@
 //!   VolumeSnapshots, their contents and classes, OpenShift Routes.
 //! - The API's semantics: uid, increasing resourceVersion with 409 on stale updates,
 //!   creationTimestamp, generateName, label and field selectors, JSON / merge / strategic merge
-//!   patches and server-side apply (as a merge), `status` subresources, watches with resume,
+//!   patches and server-side apply (as a merge), dry runs (`?dryRun=All`: checked and answered,
+//!   nothing stored), `status` subresources, watches with resume,
 //!   finalizers (a delete marks, the last finalizer's removal deletes), and `Status` error bodies
 //!   shaped like the real ones.
 //! - Optional bearer tokens with RBAC rules ([`Rule::from_role`]), so a test can prove a Role is

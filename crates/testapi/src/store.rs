@@ -115,6 +115,23 @@ impl Default for Store {
     }
 }
 
+impl Store {
+    /// A copy of the objects, for a dry run: whatever is done to it is thrown away, and no
+    /// watch or log sees it.
+    pub fn scratch(&self) -> Store {
+        let inner = lock(&self.inner);
+        Store {
+            inner: Mutex::new(Inner {
+                objects: inner.objects.clone(),
+                rv: inner.rv,
+                seed: inner.seed,
+                ..Inner::default()
+            }),
+            events: broadcast::channel(16).0,
+        }
+    }
+}
+
 fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
