@@ -248,28 +248,34 @@ async fn kubectl_accepts_every_rendered_object_and_the_service_account_backs_up_
             !rendered.contains(S3Server::shared().credentials().1),
             "a secret in the output"
         );
-        let dry = c.kubectl(&[
-            "apply",
-            "--dry-run=client",
-            "--validate=false",
-            "-o",
-            "name",
-            "-f",
-            path.to_str().unwrap(),
-        ]);
-        assert!(dry.status.success(), "{format}: {}", text(&dry));
-        let names = String::from_utf8_lossy(&dry.stdout);
-        for object in [
-            "serviceaccount/litemaas-backup",
-            "role.rbac.authorization.k8s.io/litemaas-backup",
-            "rolebinding.rbac.authorization.k8s.io/litemaas-backup",
-            "cronjob.batch/litemaas-backup",
-        ] {
-            assert!(
-                names.contains(object),
-                "{format}: {object} missing in {names}"
-            );
+        for dry_run in ["--dry-run=client", "--dry-run=server"] {
+            let dry = c.kubectl(&[
+                "apply",
+                dry_run,
+                "--validate=false",
+                "-o",
+                "name",
+                "-f",
+                path.to_str().unwrap(),
+            ]);
+            assert!(dry.status.success(), "{format} {dry_run}: {}", text(&dry));
+            let names = String::from_utf8_lossy(&dry.stdout);
+            for object in [
+                "serviceaccount/litemaas-backup",
+                "role.rbac.authorization.k8s.io/litemaas-backup",
+                "rolebinding.rbac.authorization.k8s.io/litemaas-backup",
+                "cronjob.batch/litemaas-backup",
+            ] {
+                assert!(
+                    names.contains(object),
+                    "{format} {dry_run}: {object} missing in {names}"
+                );
+            }
         }
+        assert!(
+            c.api.get("batch", "cronjobs", NS, NAME).is_err(),
+            "a dry run stored the CronJob"
+        );
     }
     // Applied by kubectl, for real.
     let applied = c.kubectl(&[
