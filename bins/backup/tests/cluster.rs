@@ -627,3 +627,90 @@ async fn a_lease_stolen_mid_run_stops_the_run_and_nothing_is_deleted() {
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "thief-host-9");
 }
+
+/// The metrics file of a cluster run, as Prometheus reads it: (metric, part, database) → value.
+fn metrics(path: &std::path::Path) -> Vec<(String, String, String, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.labels.get("namespace"), Some(NS));
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+                other => panic!("{other:?}"),
+            };
+            let label = |k| s.labels.get(k).unwrap().to_owned();
+            (s.metric.clone(), label("part"), label("database"), v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_have_a_series_per_part_and_a_failed_snapshot_keeps_its_last_success() {
+    let c = cluster(
+        "cluster-metrics",
+        SnapshotBehavior::ReadyAfter(Duration::from_millis(10)),
+        Setup::default(),
+    )
+    .await;
+    let file = c.home.path().join("litemaas.prom");
+    let out = c
+        .run(&["--metrics-file", file.to_str().unwrap(), "--json"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = metrics(&file);
+    let get = |m: &[(String, String, String, f64)], metric: &str, part: &str, db: &str| {
+        m.iter()
+            .find(|s| s.0 == format!("litemaas_backup_{metric}") && s.1 == part && s.2 == db)
+            .map(|s| s.3)
+    };
+    let db = c.db.as_str();
+    for (part, database) in [
+        ("dump", db),
+        ("snapshot", ""),
+        ("retention", db),
+        ("snapshot_retention", ""),
+        ("run", ""),
+    ] {
+        assert_eq!(
+            get(&first, "last_attempt_success", part, database),
+            Some(1.0),
+            "{part} {database}: {first:?}"
+        );
+    }
+    assert_eq!(
+        get(&first, "last_success_stored_bytes", "dump", db),
+        report["dumps"][0]["ok"]["bytes"].as_f64()
+    );
+    let snapshot_success = get(&first, "last_success_timestamp_seconds", "snapshot", "").unwrap();
+
+    c.api.set_controllers(ControllerConfig {
+        snapshots: SnapshotBehavior::Fail("rbd: image is busy".into()),
+        ..ControllerConfig::default()
+    });
+    // Dump names are to the second: the next run gets a name of its own.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = c
+        .run(&[
+            "--metrics-file",
+            file.to_str().unwrap(),
+            "--snapshot-timeout",
+            "2s",
+        ])
+        .await;
+    assert!(!out.status.success());
+    let second = metrics(&file);
+    assert_eq!(
+        get(&second, "last_attempt_success", "snapshot", ""),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&second, "last_success_timestamp_seconds", "snapshot", ""),
+        Some(snapshot_success)
+    );
+    assert_eq!(get(&second, "last_attempt_success", "run", ""), Some(0.0));
+    assert_eq!(get(&second, "failures_total", "snapshot", ""), Some(1.0));
+}

@@ -341,3 +341,43 @@ async fn bad_monitoring_flags_are_one_line_and_nothing_is_backed_up() {
     assert_eq!(value(&samples, "last_attempt_success", "run"), Some(0.0));
     assert_eq!(value(&samples, "attempts_total", "dump"), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_still_writes_the_metrics_and_the_notification() {
+    let home = tempfile::tempdir().unwrap();
+    // A pg_dump that hangs, as one waiting behind a lock does.
+    let fake = home.path().join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (url, bodies) = receiver().await;
+    let mut cmd = backup_cmd(home.path());
+    cmd.env("LITEMAAS_PG_DUMP", &fake)
+        .env(
+            "LITEMAAS_DATABASE_URL",
+            "postgres://litemaas@127.0.0.1:1/litellm",
+        )
+        .env("LITEMAAS_NOTIFY_URL", &url)
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let samples = scrape(home.path());
+    assert_eq!(value(&samples, "last_attempt_success", "dump"), Some(0.0));
+    assert_eq!(value(&samples, "last_attempt_success", "run"), Some(0.0));
+    assert!(
+        samples.iter().any(|s| s.1 == "dump" && s.2 == "litellm"),
+        "{samples:?}"
+    );
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{}", stderr(&out));
+    assert_eq!(bodies[0]["outcome"], "failure");
+    assert_eq!(bodies[0]["parts"][0]["part"], "dump");
+}
