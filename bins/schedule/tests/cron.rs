@@ -734,3 +734,83 @@ fn debian_crontab_install_replace_remove() {
     assert_eq!(listed, others);
     let _ = real(&["-r"], None);
 }
+
+/// Without --binary: the litemaas-backup next to this program, else the first on PATH; made
+/// absolute (a relative PATH entry too).
+#[test]
+fn the_default_binary_is_the_one_beside_this_program_else_on_path() {
+    let spool = Spool::new();
+    let beside = spool.dir.path().join("beside");
+    std::fs::create_dir(&beside).unwrap();
+    let schedule = beside.join("litemaas-schedule");
+    std::fs::copy(env!("CARGO_BIN_EXE_litemaas-schedule"), &schedule).unwrap();
+    let path_dir = spool.home().join("tools");
+    spool.fake_backup(&path_dir.join("litemaas-backup"));
+    let log = spool.dir.path().join("l.log");
+    let install = |ns: &str| {
+        let mut command = Command::new(&schedule);
+        command
+            .args([
+                "cron",
+                "install",
+                "--namespace",
+                ns,
+                "--bucket",
+                "b",
+                "--print",
+            ])
+            .arg("--log-file")
+            .arg(&log)
+            .current_dir(spool.home())
+            .env("LITEMAAS_CRONTAB", spool.command())
+            .env("PATH", "/nonexistent:tools:/usr/bin:/bin");
+        command.output().unwrap()
+    };
+    let out = ok(&install("ns"));
+    let expected = format!("{} --namespace ns", path_dir.display());
+    assert!(
+        out.contains(&format!(
+            "* * {}/litemaas-backup --namespace",
+            path_dir.display()
+        )),
+        "{out}\nwanted {expected}"
+    );
+
+    spool.fake_backup(&beside.join("litemaas-backup"));
+    let out = ok(&install("ns"));
+    assert!(
+        out.contains(&format!(
+            "* * {}/litemaas-backup --namespace",
+            beside.display()
+        )),
+        "{out}"
+    );
+
+    std::fs::remove_file(beside.join("litemaas-backup")).unwrap();
+    std::fs::remove_file(path_dir.join("litemaas-backup")).unwrap();
+    let e = failed(&install("ns"));
+    assert!(
+        e.contains("no litemaas-backup next to this program or on PATH"),
+        "{e}"
+    );
+}
+
+/// A schedule that backs up more than once a day (retention then covers less time), that ORs
+/// day of month and day of week, or that never runs is installed with a warning.
+#[test]
+fn surprising_schedules_are_warned_about() {
+    let spool = Spool::new();
+    for (schedule, says) in [
+        ("*/15 * * * *", "runs 96 times a day"),
+        ("0 2 1 * mon", "restricts both day of month and day of week"),
+        ("0 2 30 feb *", "names no date that exists"),
+    ] {
+        let output = spool.install("ns", &["--print", "--schedule", schedule]);
+        ok(&output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{schedule}: {stderr}");
+    }
+    let output = spool.install("ns", &["--print"]);
+    ok(&output);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
