@@ -814,3 +814,68 @@ fn surprising_schedules_are_warned_about() {
     ok(&output);
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
+
+/// A real cron daemon (busybox's crond on the scratch spool, in the foreground) runs the
+/// installed line at the next minute: the fake litemaas-backup gets exactly its arguments and
+/// its output lands in the log. Waits up to about 70 seconds for the minute to turn.
+#[test]
+fn a_real_crond_runs_the_installed_line() {
+    let spool = Spool::new();
+    let binary = spool.fake_backup(&spool.dir.path().join("it's 100% $odd/litemaas-backup"));
+    let log = spool.dir.path().join("cron 5%.log");
+    let args = [
+        "install",
+        "--namespace",
+        "ns",
+        "--bucket",
+        "maas-db-backup",
+        "--schedule",
+        "* * * * *",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+        "--",
+        "--database",
+        "db 100%",
+        "--json",
+    ];
+    ok(&spool.run(&args, &[]));
+    let crond_log = spool.dir.path().join("crond.log");
+    let mut crond = Command::new(&spool.busybox)
+        .args(["crond", "-f", "-l", "8", "-L"])
+        .arg(&crond_log)
+        .arg("-c")
+        .arg(spool.spool())
+        .spawn()
+        .unwrap();
+    let argv = spool.dir.path().join("record.argv");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(75);
+    while !(argv.exists() && log.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500)); // let the job finish writing
+    let _ = crond.kill();
+    let _ = crond.wait();
+    assert!(
+        argv.exists(),
+        "crond did not run the line; its log:\n{}",
+        std::fs::read_to_string(&crond_log).unwrap_or_default()
+    );
+    assert_eq!(
+        spool.record("argv"),
+        [
+            "--namespace",
+            "ns",
+            "--bucket",
+            "maas-db-backup",
+            "--database",
+            "db 100%",
+            "--json"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "fake backup: out\nfake backup: err\n"
+    );
+}
