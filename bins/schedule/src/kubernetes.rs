@@ -149,6 +149,17 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// An RFC 1123 label, as namespace names (and the names used here) must be.
+fn dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 fn seconds(d: jiff::SignedDuration, flag: &str) -> anyhow::Result<i64> {
     if d.is_negative() || d.is_zero() {
         bail!("{flag} must be positive, not {d:#}");
@@ -184,6 +195,19 @@ fn specs(args: &Options, namespaces: &[String]) -> anyhow::Result<Vec<Spec>> {
     ] {
         if value.trim().is_empty() {
             bail!("{flag} is empty");
+        }
+    }
+    let mut names: Vec<(&str, &str)> =
+        vec![("--name", &args.name), ("--db-secret", &args.db_secret)];
+    if let Some(secret) = &args.s3_secret {
+        names.push(("--s3-secret", secret));
+    }
+    names.extend(namespaces.iter().map(|ns| ("--namespace", ns.as_str())));
+    for (flag, name) in names {
+        if !dns_label(name) {
+            bail!(
+                "{flag} {name:?} is not a valid Kubernetes name (lower-case letters, digits and '-', at most 63, starting and ending alphanumeric)"
+            );
         }
     }
     let mut backup_args = vec!["--bucket".to_owned(), args.bucket.clone()];
@@ -284,7 +308,11 @@ async fn namespaces(args: &Options, client: Option<&kube::Client>) -> anyhow::Re
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let args = *args.options;
     // Checked before anything is asked of the cluster.
-    specs(&args, &["check".to_owned()])?;
+    let given: Vec<String> = match args.namespaces.is_empty() {
+        true => vec!["check".to_owned()],
+        false => args.namespaces.clone(),
+    };
+    specs(&args, &given)?;
     let client = if args.apply || args.namespace_selector.is_some() {
         Some(litemaas_cli::kube_client(args.context.as_deref()).await?)
     } else {

@@ -489,6 +489,10 @@ fn bad_input_is_one_line_and_renders_nothing() {
             ],
             "is not KEY=VALUE",
         ),
+        (
+            vec!["--namespace", "LiteMaaS"],
+            "--namespace \"LiteMaaS\" is not a valid Kubernetes name",
+        ),
     ] {
         let out = Command::new(bin)
             .args([
