@@ -458,3 +458,68 @@ async fn the_dumps_of_a_second_database_are_pruned_too() {
     assert!(!left.contains(&record(deleted[0])));
     assert!(left.contains(&"litemaas-backups/archive/database-20200101-000000.sql.gz".to_owned()));
 }
+
+/// The metrics file as Prometheus reads it: `(metric, part) → value` of litemaas-prune's series.
+fn prune_metrics(path: &std::path::Path) -> Vec<(String, String, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.labels.get("program"), Some("litemaas-prune"));
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+                other => panic!("{other:?}"),
+            };
+            (
+                s.metric.clone(),
+                s.labels.get("part").unwrap().to_owned(),
+                v,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_record_retention_but_not_a_dry_run_and_keep_it_when_the_store_fails() {
+    let store = seeded_bucket().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("litemaas-prune.prom");
+    let get = |m: &[(String, String, f64)], metric: &str, part: &str| {
+        m.iter()
+            .find(|s| s.0 == format!("litemaas_backup_{metric}") && s.1 == part)
+            .map(|s| s.2)
+    };
+
+    let mut cmd = prune_cmd(store.bucket());
+    cmd.arg("--dry-run").arg("--metrics-file").arg(&file);
+    ok(cmd.output().unwrap());
+    let m = prune_metrics(&file);
+    assert_eq!(get(&m, "last_attempt_success", "run"), Some(1.0));
+    assert_eq!(
+        get(&m, "attempts_total", "retention"),
+        None,
+        "a dry run prunes nothing"
+    );
+
+    let mut cmd = prune_cmd(store.bucket());
+    cmd.arg("--metrics-file").arg(&file);
+    ok(cmd.output().unwrap());
+    let m = prune_metrics(&file);
+    assert_eq!(get(&m, "last_attempt_success", "retention"), Some(1.0));
+    let success = get(&m, "last_success_timestamp_seconds", "retention").unwrap();
+
+    // The bucket is gone: the run fails before retention; its last success stays.
+    let mut cmd = prune_cmd("no-such-bucket-for-prune-metrics");
+    cmd.arg("--metrics-file").arg(&file);
+    assert!(!cmd.output().unwrap().status.success());
+    let m = prune_metrics(&file);
+    assert_eq!(get(&m, "last_attempt_success", "run"), Some(0.0));
+    assert_eq!(get(&m, "failures_total", "run"), Some(1.0));
+    assert_eq!(
+        get(&m, "last_success_timestamp_seconds", "retention"),
+        Some(success)
+    );
+    assert_eq!(get(&m, "attempts_total", "retention"), Some(1.0));
+}

@@ -609,3 +609,70 @@ async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
         assert!(scratch_databases("scratch_signal").is_empty());
     }
 }
+
+/// `(metric, part) → value` of the metrics file, as Prometheus reads it.
+fn restore_metrics(path: &Path) -> Vec<(String, String, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.labels.get("program"), Some("litemaas-restore"));
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+                other => panic!("{other:?}"),
+            };
+            (
+                s.metric.clone(),
+                s.labels.get("part").unwrap().to_owned(),
+                v,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_is_a_part_of_the_metrics_whose_last_success_outlives_a_failure() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-metrics").await;
+    let db = sample_db("restore_metrics");
+    take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    let file = home.path().join("litemaas-restore.prom");
+    let get = |m: &[(String, String, f64)], metric: &str, part: &str| {
+        m.iter()
+            .find(|s| s.0 == format!("litemaas_backup_{metric}") && s.1 == part)
+            .map(|s| s.2)
+    };
+
+    let out = restore_cmd(home.path(), &db)
+        .args(["verify", "--bucket", store.bucket(), "--metrics-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = restore_metrics(&file);
+    assert_eq!(get(&m, "last_attempt_success", "verify"), Some(1.0));
+    assert_eq!(get(&m, "last_attempt_success", "run"), Some(1.0));
+    let success = get(&m, "last_success_timestamp_seconds", "verify").unwrap();
+
+    let out = restore_cmd(home.path(), &db)
+        .args([
+            "verify",
+            "--bucket",
+            store.bucket(),
+            "--key",
+            "no/such/key.sql.gz",
+        ])
+        .env("LITEMAAS_METRICS_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let m = restore_metrics(&file);
+    assert_eq!(get(&m, "last_attempt_success", "verify"), Some(0.0));
+    assert_eq!(
+        get(&m, "last_success_timestamp_seconds", "verify"),
+        Some(success)
+    );
+    assert_eq!(get(&m, "failures_total", "verify"), Some(1.0));
+}
