@@ -595,3 +595,63 @@ fn the_containerfile_ships_every_binary_the_cron_job_calls_and_runs_as_non_root(
         );
     }
 }
+
+#[test]
+fn pod_identity_annotates_the_service_account_and_puts_no_keys_in_the_pod() {
+    let role_arn = "arn:aws:iam::123456789012:role/litemaas-backup";
+    let out = Command::new(env!("CARGO_BIN_EXE_litemaas-schedule"))
+        .args([
+            "kubernetes",
+            "--image",
+            IMAGE,
+            "--bucket",
+            "b",
+            "--namespace",
+            "a",
+        ])
+        .args([
+            "--service-account-annotation",
+            &format!("eks.amazonaws.com/role-arn={role_arn}"),
+        ])
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let sa = items
+        .iter()
+        .find(|i| i["kind"] == "ServiceAccount")
+        .unwrap();
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        role_arn
+    );
+    let cron = items.iter().find(|i| i["kind"] == "CronJob").unwrap();
+    let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .all(|e| !e["name"].as_str().unwrap().starts_with("AWS_")),
+        "{env:?}"
+    );
+    // Neither a Secret nor an identity: refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_litemaas-schedule"))
+        .args([
+            "kubernetes",
+            "--image",
+            IMAGE,
+            "--bucket",
+            "b",
+            "--namespace",
+            "a",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--s3-secret"),
+        "{}",
+        text(&out)
+    );
+}
