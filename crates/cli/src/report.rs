@@ -12,6 +12,10 @@
 //!   on a schedule that works, or stop seeing one that does not. A `--metrics-file` in a
 //!   directory that does not exist is refused before the job starts (nothing is done).
 //! - A second signal exits at once (status 130) and writes nothing.
+//! - The notification comes after the job and the metrics file, so it can delay the exit by at
+//!   most four attempts of `--notify-timeout` plus 7 s of backoff; `--timeout` does not cover it.
+//! - `--notify-on success` notifies only successes (a heartbeat for a dead man's switch such as
+//!   healthchecks.io); `always` notifies both.
 //!
 //! ```
 //! use clap::Parser;
@@ -270,13 +274,13 @@ where
                 part.bytes,
             );
         }
-        let stored = parts.iter().filter_map(|p| p.bytes).sum::<u64>();
+        // No bytes for the whole run: they are per part (a dump's object, a snapshot's size).
         metrics.record(
             &Sample::new(program, namespace, "run", ""),
             ended,
             result.is_ok(),
             Some(duration),
-            result.is_ok().then_some(stored),
+            None,
         );
         if let Err(e) = metrics.write(path) {
             let e = anyhow::anyhow!(e).context("cannot write the metrics file");
