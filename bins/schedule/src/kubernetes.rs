@@ -359,20 +359,13 @@ pub fn format(all: &[Objects], output: Output) -> anyhow::Result<String> {
     })
 }
 
-async fn apply_typed<K>(
-    client: &kube::Client,
-    namespace: &str,
-    item: &serde_json::Value,
-) -> anyhow::Result<&'static str>
+/// Server-side applies `item` through `api`: `created`, `configured` or `unchanged` (the
+/// resourceVersion stays when nothing changed).
+async fn apply_with<K>(api: Api<K>, item: &serde_json::Value) -> anyhow::Result<&'static str>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Serialize,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Serialize,
 {
     let name = item["metadata"]["name"].as_str().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let before = api.get_opt(name).await?;
     let after = api
         .patch(
@@ -388,6 +381,35 @@ where
     })
 }
 
+async fn apply_typed<K>(
+    client: &kube::Client,
+    namespace: &str,
+    item: &serde_json::Value,
+) -> anyhow::Result<&'static str>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Serialize,
+{
+    apply_with(Api::<K>::namespaced(client.clone(), namespace), item).await
+}
+
+async fn apply_cluster<K>(
+    client: &kube::Client,
+    item: &serde_json::Value,
+) -> anyhow::Result<&'static str>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Serialize,
+{
+    apply_with(Api::<K>::all(client.clone()), item).await
+}
+
 /// Server-side applies one object and says what happened, as kubectl does:
 /// `cronjob.batch/litemaas-backup created` (in `namespace`).
 async fn apply(
@@ -397,7 +419,7 @@ async fn apply(
 ) -> anyhow::Result<String> {
     use k8s_openapi::api::batch::v1::CronJob;
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let kind = item["kind"].as_str().unwrap_or_default();
     let name = item["metadata"]["name"].as_str().unwrap_or_default();
     let (what, result) = match kind {
@@ -416,6 +438,15 @@ async fn apply(
         "CronJob" => (
             "cronjob.batch",
             apply_typed::<CronJob>(client, namespace, item).await,
+        ),
+        // Only when the backup needs something cluster-scoped (today nothing is).
+        "ClusterRole" => (
+            "clusterrole.rbac.authorization.k8s.io",
+            apply_cluster::<ClusterRole>(client, item).await,
+        ),
+        "ClusterRoleBinding" => (
+            "clusterrolebinding.rbac.authorization.k8s.io",
+            apply_cluster::<ClusterRoleBinding>(client, item).await,
         ),
         other => bail!("cannot apply a {other} (apply the rendered output with oc apply -f)"),
     };
