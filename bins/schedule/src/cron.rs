@@ -86,6 +86,17 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Action {
     /// Add or replace the namespace's line (the same line again changes nothing).
+    ///
+    /// The line runs litemaas-backup by absolute path, with KUBECONFIG (made absolute),
+    /// AWS_PROFILE, AWS_REGION, AWS_DEFAULT_REGION, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE
+    /// and AWS_ENDPOINT_URL_S3 as they are set now, and appends its output to --log-file. No
+    /// credential is ever written into the crontab: the run reads the database password from the
+    /// cluster's Secret, and AWS credentials from the instance profile or the profile. Other
+    /// LITEMAAS_* settings are not copied: give them as litemaas-backup flags after `--`.
+    ///
+    /// The schedule is warned about (not refused) when it backs up more than once a day
+    /// (retention keeps 12 dumps and 3 snapshots, so they then cover less time), restricts both
+    /// day fields (cron runs on either), or names no real date.
     Install(InstallArgs),
     /// Remove the namespace's line; every other line stays as it is.
     Remove(RemoveArgs),
@@ -104,7 +115,8 @@ struct InstallArgs {
     #[arg(long)]
     bucket: String,
 
-    /// crontab(5) time fields, or @monthly, @weekly, @daily, … [default: the 1st at 2 AM].
+    /// crontab(5) time fields (the default: the 1st of the month at 2 AM), or @monthly,
+    /// @weekly, @daily, ….
     #[arg(long, default_value = "0 2 1 * *")]
     schedule: String,
 
