@@ -47,8 +47,8 @@ if ! { [ -x "$BUSYBOX_STATIC" ] && "$BUSYBOX_STATIC" --list | grep -qx crontab; 
   echo "test-deps: unpacking busybox-static's busybox into $(dirname "$BUSYBOX_STATIC")" >&2
   if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
   bb_tmp="$(mktemp -d)"
-  chmod 755 "$bb_tmp"
-  (cd "$bb_tmp" && apt-get download -qq busybox-static 2>/dev/null && dpkg-deb -x busybox-static_*.deb root)
+  chmod 777 "$bb_tmp" # apt's _apt user downloads into it
+  (cd "$bb_tmp" && apt-get download -qq busybox-static && dpkg-deb -x busybox-static_*.deb root)
   mkdir -p "$(dirname "$BUSYBOX_STATIC")"
   cp "$bb_tmp/root/bin/busybox" "$BUSYBOX_STATIC"
   rm -rf "$bb_tmp"
