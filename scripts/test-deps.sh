@@ -43,7 +43,7 @@ command -v busybox >/dev/null || apt_install busybox
 # unpacked under $LITEMAAS_TEST_HOME); Debian's own crontab is tested as root with `-u` on a
 # dedicated user, never on a real user's crontab.
 BUSYBOX_STATIC="$LITEMAAS_TEST_HOME/busybox-static/busybox"
-if ! { [ -x "$BUSYBOX_STATIC" ] && "$BUSYBOX_STATIC" --list | grep -qx crontab; }; then
+if ! { [ -x "$BUSYBOX_STATIC" ] && "$BUSYBOX_STATIC" --list | grep -x crontab >/dev/null; }; then
   echo "test-deps: unpacking busybox-static's busybox into $(dirname "$BUSYBOX_STATIC")" >&2
   if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
   bb_tmp="$(mktemp -d)"
