@@ -519,6 +519,12 @@ fn relative_paths_and_bad_names_are_refused() {
         e.contains("argument 2 after -- contains a backslash"),
         "{e}"
     );
+    let long = "x".repeat(900);
+    let e = failed(&spool.install("ns", &["--", "--database", &long]));
+    assert!(
+        e.contains("bytes; vixie cron (Debian's) refuses 1000 or more"),
+        "{e}"
+    );
     assert!(!spool.written());
     assert_eq!(spool.file(), OTHERS);
 }

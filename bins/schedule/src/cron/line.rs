@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 /// The comment that ends our line and identifies it: `# litemaas-backup namespace=NS`.
 pub const MARK: &str = "# litemaas-backup namespace=";
 
+/// vixie cron's (Debian's) limit on a line's command, in bytes.
+const MAX_COMMAND: usize = 1000;
+
 /// Everything the line says.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -41,7 +44,8 @@ impl Job {
     /// The crontab line (no newline).
     ///
     /// # Errors
-    /// A word that cannot be written into a crontab line (backslash, control character), named.
+    /// A word that cannot be written into a crontab line (backslash, control character), named;
+    /// a command too long for vixie cron.
     pub fn render(&self) -> anyhow::Result<String> {
         let mut words = vec![self.schedule.to_string()];
         for (name, value) in &self.env {
@@ -58,7 +62,15 @@ impl Job {
         words.push(">>".into());
         words.push(quote(&path_str(&self.log_file)?, "--log-file")?);
         words.push("2>&1".into());
-        Ok(format!("{}{}", words.join(" "), marker(&self.namespace)))
+        let line = format!("{}{}", words.join(" "), marker(&self.namespace));
+        let command = line.len() - words[0].len() - 1;
+        if command >= MAX_COMMAND {
+            anyhow::bail!(
+                "the crontab line's command would be {command} bytes; vixie cron (Debian's) \
+                 refuses {MAX_COMMAND} or more: give fewer or shorter flags after --"
+            );
+        }
+        Ok(line)
     }
 }
 
