@@ -26,18 +26,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(bucket) = &args.iam_policy {
-        let prefix = args.store.prefix.as_deref().unwrap_or("litemaas-backups");
-        let policy = iam::iam_policy(bucket, prefix);
-        return match serde_json::to_string_pretty(&policy) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("litemaas-doctor: error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return litemaas_cli::exit("litemaas-doctor", async {
+            run::print_iam_policy(bucket, args.store.prefix.as_deref())
+        });
     }
     let job = async move {
         if run::run(args).await? {

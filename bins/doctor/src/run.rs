@@ -7,6 +7,14 @@ use crate::cli::Args;
 use crate::report::Report;
 use crate::{cluster, postgres, s3};
 
+/// Prints the IAM policy and trust relationship the tool needs for `bucket` (and `prefix`,
+/// default `litemaas-backups`), as JSON; checks nothing.
+pub fn print_iam_policy(bucket: &str, prefix: Option<&str>) -> Result<()> {
+    let policy = crate::iam::iam_policy(bucket, prefix.unwrap_or("litemaas-backups"));
+    println!("{}", serde_json::to_string_pretty(&policy)?);
+    Ok(())
+}
+
 /// Runs every check and prints the report; `Ok(false)` when any did not pass.
 pub async fn run(args: Args) -> Result<bool> {
     let mut checks = Vec::new();
