@@ -572,7 +572,8 @@ impl Access {
 /// The API group of VolumeSnapshots and their classes.
 pub const SNAPSHOTS: &str = "snapshot.storage.k8s.io";
 
-const fn access(
+/// One [`Access`] (a `const fn`, so lists of them can be constants).
+pub const fn access(
     group: &'static str,
     resource: &'static str,
     subresource: &'static str,

@@ -21,28 +21,7 @@ use litemaas_backup::snapshot::VolumeSnapshotClass;
 use crate::check::Check;
 
 pub use litemaas_backup::cluster::{Access, Need, REQUIRED_ACCESS};
-
-const SNAPSHOTS: &str = "snapshot.storage.k8s.io";
-
-const fn access(
-    group: &'static str,
-    resource: &'static str,
-    subresource: &'static str,
-    verb: &'static str,
-    namespaced: bool,
-    need: Need,
-    why: &'static str,
-) -> Access {
-    Access {
-        group,
-        resource,
-        subresource,
-        verb,
-        namespaced,
-        need,
-        why,
-    }
-}
+use litemaas_backup::cluster::{SNAPSHOTS, access};
 
 /// The annotation that makes a VolumeSnapshotClass the default for its driver.
 const DEFAULT_CLASS: &str = "snapshot.storage.kubernetes.io/is-default-class";
