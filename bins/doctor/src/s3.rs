@@ -17,7 +17,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use litemaas_backup::store::{
-    Error as StoreError, Metadata, ObjectStore, PutMode, S3Options, S3Store,
+    Error as StoreError, Metadata, ObjectStore, PutMode, S3Options, S3Store, display_chain,
 };
 use litemaas_cli::StoreArgs;
 
@@ -414,20 +414,6 @@ async fn instance_id(client: &aws_config::imds::Client) -> String {
         .ok()
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| "<instance-id>".to_owned())
-}
-
-/// The Display texts of an error and its sources, each said once.
-fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 // ---------------------------------------------------------------------------------------------

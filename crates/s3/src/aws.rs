@@ -330,8 +330,9 @@ where
     }
 }
 
-/// The Display texts of an error and its sources, joined by ": ", each said once.
-fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// The Display texts of an error and its sources, joined by ": ", each said once (the AWS SDK's
+/// errors say little at the top: `dispatch failure`, `service error`).
+pub fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {

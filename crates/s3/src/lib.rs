@@ -52,7 +52,7 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-pub use aws::{S3Options, S3Store};
+pub use aws::{S3Options, S3Store, display_chain};
 pub use error::{Error, Result};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
