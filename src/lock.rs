@@ -514,6 +514,16 @@ impl LeaseGuard {
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {} // changed: read again
                 Err(kube::Error::Api(status)) if status.code == 404 => return,
+                Err(kube::Error::Api(status)) => {
+                    tracing::warn!(
+                        error = %format!(
+                            "{}: {} (HTTP {})",
+                            status.message, status.reason, status.code
+                        ),
+                        "could not release the backup lease; it expires on its own"
+                    );
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not release the backup lease; it expires on its own");
                     return;

@@ -56,7 +56,7 @@ fn record<T>(
         run.part(
             match &result {
                 Ok(_) => Part::ok(part, ""),
-                Err(e) => Part::failed(part, "", format!("{e:#}")),
+                Err(e) => Part::failed(part, "", litemaas_cli::error_line(e)),
             }
             .took(started.elapsed()),
         );

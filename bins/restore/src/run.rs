@@ -357,7 +357,7 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
     let target = server.with_database(&scratch);
     let checked = check(backup, target.as_ref(), &cancel, &mut report).await;
     if let Err(e) = &checked {
-        report.failures.push(format!("{e:#}"));
+        report.failures.push(litemaas_cli::error_line(e));
     }
     match restore::drop_database(server.as_ref(), &scratch).await {
         Ok(()) => report.scratch_dropped = true,

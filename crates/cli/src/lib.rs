@@ -252,19 +252,143 @@ pub fn exit_with(
 
 /// The failure's one line on stderr (and in the log file), and exit code 1.
 fn fail(program: &str, e: &anyhow::Error) -> ExitCode {
-    tracing::error!(target: logging::FILE_ONLY, "{program} failed: {e:#}");
-    eprintln!("{program}: error: {e:#}");
+    let line = error_line(e);
+    tracing::error!(target: logging::FILE_ONLY, "{program} failed: {line}");
+    eprintln!("{program}: error: {line}");
     ExitCode::FAILURE
 }
 
-/// An error and its causes, `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
+/// An error and its causes on one line, `a: b: c`, as the binaries print it (see
+/// [`error_chain`]).
+pub fn error_line(e: &anyhow::Error) -> String {
+    error_chain(e.as_ref())
+}
+
+/// An error and its causes, `a: b: c`. A Kubernetes API error reads `message: reason (HTTP
+/// code)` rather than kube's own text, which repeats the whole `Status` in Debug form; a cause
+/// whose text its parent already holds is not said twice.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
     while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
+        let (text, source) = match cause.downcast_ref::<kube::Error>() {
+            // Its source is the Status just said.
+            Some(kube::Error::Api(status)) => (
+                // The form compact_kube_text gives it inside a library's message, so that
+                // it is said once.
+                format!(
+                    "{}: {} (HTTP {})",
+                    status.message, status.reason, status.code
+                ),
+                None,
+            ),
+            _ => (compact_kube_text(&cause.to_string()), cause.source()),
+        };
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = source;
     }
-    out
+    parts.join(": ")
+}
+
+/// kube's text for an API error, `ApiError: {message}: {reason} ({Status:?})`, as libraries
+/// embed it in their own messages, shortened to `{message}: {reason} (HTTP {code})`.
+fn compact_kube_text(text: &str) -> String {
+    const START: &str = " (Status { ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(START) {
+        out.push_str(&rest[..at]);
+        // The Debug form ends at the parenthesis that closes " (": skip quoted strings, whose
+        // quotes Debug escapes.
+        let blob = &rest[at + 1..];
+        let (mut depth, mut quoted, mut escaped, mut end) = (0usize, false, false, None);
+        for (i, c) in blob.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            out.push_str(&rest[at..]);
+            rest = "";
+            break;
+        };
+        let code = blob[..end]
+            .split("code: ")
+            .nth(1)
+            .and_then(|c| c.split(|ch: char| !ch.is_ascii_digit()).next())
+            .filter(|c| !c.is_empty());
+        if let Some(code) = code {
+            out.push_str(&format!(" (HTTP {code})"));
+        }
+        rest = &blob[end + 1..];
+    }
+    out.push_str(rest);
+    out.replace("ApiError: ", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubernetes_api_error_is_one_short_line() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "message": "secrets \"litemaas-db\" is forbidden: User \"x\" cannot get resource \"secrets\"",
+            "reason": "Forbidden",
+            "code": 403
+        }))
+        .expect("a Status");
+        let e = anyhow::Error::new(kube::Error::Api(Box::new(status)))
+            .context("reading Secret litemaas/litemaas-db");
+        let line = error_line(&e);
+        assert_eq!(
+            line,
+            "reading Secret litemaas/litemaas-db: secrets \"litemaas-db\" is forbidden: User \"x\" cannot get resource \"secrets\": Forbidden (HTTP 403)"
+        );
+    }
+
+    /// A library that writes kube's error into its own message (`exec in pod …: {source}`).
+    #[derive(Debug, thiserror::Error)]
+    #[error("exec in pod litemaas/db-0: {source}")]
+    struct Embedded {
+        source: kube::Error,
+    }
+
+    #[test]
+    fn a_kubernetes_api_error_inside_a_librarys_message_is_shortened_and_said_once() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "message": "pods \"db-0\" is forbidden: User \"x\" cannot create resource \"pods/exec\" (a \")\" inside)",
+            "reason": "Forbidden",
+            "code": 403,
+            "details": {"kind": "pods/exec"}
+        }))
+        .expect("a Status");
+        let e = anyhow::Error::new(Embedded {
+            source: kube::Error::Api(Box::new(status)),
+        })
+        .context("backup failed");
+        assert_eq!(
+            error_line(&e),
+            "backup failed: exec in pod litemaas/db-0: pods \"db-0\" is forbidden: User \"x\" cannot create resource \"pods/exec\" (a \")\" inside): Forbidden (HTTP 403)"
+        );
+        assert_eq!(
+            compact_kube_text("no status here (x)"),
+            "no status here (x)"
+        );
+    }
 }

@@ -212,7 +212,7 @@ impl Run {
         self.part(
             match result {
                 Ok(_) => Part::ok(part, database),
-                Err(e) => Part::failed(part, database, format!("{e:#}")),
+                Err(e) => Part::failed(part, database, crate::error_line(e)),
             }
             .took(started.elapsed()),
         );
@@ -291,8 +291,8 @@ where
                     )));
                 }
                 Err(_) => {
-                    tracing::error!(target: crate::logging::FILE_ONLY, "{e:#}");
-                    eprintln!("{program}: error: {e:#}");
+                    tracing::error!(target: crate::logging::FILE_ONLY, "{}", crate::error_line(&e));
+                    eprintln!("{program}: error: {}", crate::error_line(&e));
                 }
             }
         }
@@ -357,7 +357,7 @@ fn body(
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_default();
-    let error = result.as_ref().err().map(|e| format!("{e:#}"));
+    let error = result.as_ref().err().map(crate::error_line);
     let outcome = if result.is_ok() { "success" } else { "failure" };
     let place = if namespace.is_empty() {
         format!("on {host}")

@@ -425,7 +425,14 @@ impl std::fmt::Debug for VolumeRestore {
 }
 
 fn kube_cause(doing: &str, e: &kube::Error) -> String {
-    format!("{doing}: {e}")
+    match e {
+        // kube's own text repeats the whole Status in Debug form.
+        kube::Error::Api(status) => format!(
+            "{doing}: {}: {} (HTTP {})",
+            status.message, status.reason, status.code
+        ),
+        e => format!("{doing}: {e}"),
+    }
 }
 
 impl VolumeRestore {
