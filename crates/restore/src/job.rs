@@ -241,7 +241,7 @@ async fn send(session: &mut dyn SqlSession, data: Bytes, lines: &mut u64) -> Res
 }
 
 /// The pieces the filter produced for a chunk, as one buffer (usually one copy of 256 KiB).
-fn join(pieces: &mut Vec<Bytes>) -> Bytes {
+pub(crate) fn join(pieces: &mut Vec<Bytes>) -> Bytes {
     if pieces.len() == 1 {
         return pieces.pop().unwrap_or_default();
     }
@@ -252,7 +252,7 @@ fn join(pieces: &mut Vec<Bytes>) -> Bytes {
     joined.freeze()
 }
 
-async fn read_chunk(sql: &mut Pin<Box<dyn AsyncRead + Send>>) -> Result<Bytes> {
+pub(crate) async fn read_chunk(sql: &mut Pin<Box<dyn AsyncRead + Send>>) -> Result<Bytes> {
     const CHUNK: usize = 256 * 1024;
     let mut buf = BytesMut::with_capacity(CHUNK);
     while buf.len() < CHUNK {
@@ -269,7 +269,7 @@ async fn read_chunk(sql: &mut Pin<Box<dyn AsyncRead + Send>>) -> Result<Bytes> {
 
 /// Ends psql's input without COMMIT, so the transaction is rolled back, and waits (bounded)
 /// until psql has exited.
-async fn end_without_commit(session: Box<dyn SqlSession>) -> Option<Ended> {
+pub(crate) async fn end_without_commit(session: Box<dyn SqlSession>) -> Option<Ended> {
     match tokio::time::timeout(EXIT_GRACE, session.finish()).await {
         Ok(Ok(ended)) => Some(ended),
         Ok(Err(e)) => {
@@ -446,6 +446,9 @@ mod tests {
     #[async_trait::async_trait]
     impl SqlSession for Lost {
         async fn write(&mut self, _data: Bytes) -> std::io::Result<()> {
+            Ok(())
+        }
+        async fn sync(&mut self) -> std::io::Result<()> {
             Ok(())
         }
         async fn finish(self: Box<Self>) -> Result<Ended> {

@@ -46,6 +46,7 @@
 mod error;
 mod input;
 mod job;
+pub mod parallel;
 pub mod plain;
 #[cfg(feature = "kube")]
 mod pod;

@@ -174,6 +174,10 @@ impl SqlSession for PodSession {
         self.pipes.write(&data).await
     }
 
+    async fn sync(&mut self) -> std::io::Result<()> {
+        self.pipes.sync().await
+    }
+
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
         self.pipes.close().await;
         let status = (&mut self.status).await;

@@ -47,6 +47,15 @@ pub trait SqlSession: Send {
     /// [`finish`](Self::finish) to learn why.
     async fn write(&mut self, data: Bytes) -> std::io::Result<()>;
 
+    /// Waits until psql has run everything sent so far: sends `SELECT 'litemaas-sync N';` (a
+    /// query, so that it also works under pg_dump's `\restrict`) and waits for its line on
+    /// psql's output. Never call it inside a `COPY … FROM stdin` block.
+    ///
+    /// # Errors
+    /// psql is gone before it answered (it stopped at an error): call
+    /// [`finish`](Self::finish) to learn why.
+    async fn sync(&mut self) -> std::io::Result<()>;
+
     /// Ends the input and waits until psql has exited.
     async fn finish(self: Box<Self>) -> Result<Ended>;
 }
@@ -125,11 +134,16 @@ pub(crate) fn psql_error(target: &str, ended: &Ended) -> Error {
     }
 }
 
-/// Keeps the last [`KEEP_LINES`] lines of a stream, logging each, counting warnings.
+/// What [`SqlSession::sync`] sends and waits for, followed by a number.
+pub(crate) const SYNC: &str = "litemaas-sync ";
+
+/// Keeps the last [`KEEP_LINES`] lines of a stream, logging each, counting warnings; the
+/// numbers of [`SYNC`] lines go to `synced` (and are not kept).
 pub(crate) async fn collect_lines(
     reader: impl AsyncRead + Unpin,
     program: &'static str,
     log: bool,
+    synced: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
 ) -> (Vec<String>, u64) {
     let mut lines = BufReader::new(reader).lines();
     let mut kept = std::collections::VecDeque::new();
@@ -137,6 +151,13 @@ pub(crate) async fn collect_lines(
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
+                if let (Some(to), Some(n)) = (
+                    &synced,
+                    line.strip_prefix(SYNC).and_then(|n| n.parse::<u64>().ok()),
+                ) {
+                    let _ = to.send(n);
+                    continue;
+                }
                 if line.contains("WARNING:") {
                     warnings += 1;
                 }
@@ -160,6 +181,10 @@ pub(crate) async fn collect_lines(
 /// psql's input and its two collected outputs: what every session has.
 pub(crate) struct Pipes<W> {
     stdin: Option<W>,
+    /// The numbers of the sync lines psql printed, in order.
+    synced: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    /// The number of the last sync sent.
+    syncs: u64,
     stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
     stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
 }
@@ -171,10 +196,31 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
         stdout: impl AsyncRead + Unpin + Send + 'static,
         stderr: impl AsyncRead + Unpin + Send + 'static,
     ) -> Self {
+        let (to, synced) = tokio::sync::mpsc::unbounded_channel();
         Self {
             stdin: Some(stdin),
-            stdout: tokio::spawn(collect_lines(stdout, "psql", false)),
-            stderr: tokio::spawn(collect_lines(stderr, "psql", true)),
+            synced,
+            syncs: 0,
+            stdout: tokio::spawn(collect_lines(stdout, "psql", false, Some(to))),
+            stderr: tokio::spawn(collect_lines(stderr, "psql", true, None)),
+        }
+    }
+
+    /// See [`SqlSession::sync`].
+    pub(crate) async fn sync(&mut self) -> std::io::Result<()> {
+        self.syncs += 1;
+        let n = self.syncs;
+        self.write(format!("SELECT '{SYNC}{n}';\n").as_bytes())
+            .await?;
+        if let Some(stdin) = self.stdin.as_mut() {
+            stdin.flush().await?;
+        }
+        loop {
+            match self.synced.recv().await {
+                Some(seen) if seen >= n => return Ok(()),
+                Some(_) => continue,
+                None => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
         }
     }
 
@@ -338,6 +384,10 @@ impl SqlSession for LocalSession {
         self.pipes.write(&data).await
     }
 
+    async fn sync(&mut self) -> std::io::Result<()> {
+        self.pipes.sync().await
+    }
+
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
         self.pipes.close().await;
         let status = self.child.wait().await.map_err(|e| Error::Sink {
@@ -430,6 +480,12 @@ impl SqlSession for MemorySession {
     async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
         let mut sessions = self.sink.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions[self.index].extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> std::io::Result<()> {
+        let mut sessions = self.sink.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions[self.index].extend_from_slice(format!("SELECT '{SYNC}';\n").as_bytes());
         Ok(())
     }
 

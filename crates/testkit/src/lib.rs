@@ -36,6 +36,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The LiteMaaS-like sample schema and data (see [`PgCluster::seed_sample`]).
 pub const SAMPLE_SQL: &str = include_str!("../sql/litemaas_sample.sql");
 
+/// A LiteLLM-like schema and data: the proxy's Prisma tables (quoted mixed-case names, text
+/// arrays, jsonb), indexes, foreign keys and a spend log of 12 000 rows.
+pub const LITELLM_LIKE_SQL: &str = include_str!("../sql/litellm_like.sql");
+
+/// A pagila-like schema and data holding every kind of object pg_dump writes (see the file's
+/// header); needs the roles `pagila_reader` and `pagila_writer`.
+pub const PAGILA_LIKE_SQL: &str = include_str!("../sql/pagila_like.sql");
+
 /// A name unique within this machine for a while: `<prefix>-<pid>-<counter>`, lower case.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
