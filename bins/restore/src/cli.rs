@@ -146,6 +146,33 @@ pub struct RestoreArgs {
     #[arg(long, env = "LITEMAAS_RESTORE_INTO", value_name = "NEW_DB")]
     pub into: Option<String>,
 
+    /// Replace the live database by loading the backup into a new database on several
+    /// connections (--jobs), then swapping it in: connections to the live database refused
+    /// and ended, both renamed in one transaction. The previous database is kept as
+    /// <db>_previous_<time> (connections refused) for a rollback, unless --drop-previous.
+    /// Without --swap the live database is replaced in one transaction on one connection.
+    #[arg(long, conflicts_with = "into")]
+    pub swap: bool,
+
+    /// With --swap: how long the swap may wait for a lock on the live database (another
+    /// session holding one) before it gives up and changes nothing.
+    #[arg(
+        long,
+        default_value = "30s",
+        value_name = "DURATION",
+        requires = "swap"
+    )]
+    pub swap_lock_timeout: jiff::SignedDuration,
+
+    /// With --swap: drop the previous database once the restored one is in place.
+    #[arg(long, requires = "swap")]
+    pub drop_previous: bool,
+
+    /// Connections that load a new database (--into, --swap) [default: the cores available].
+    /// 1 loads it in one transaction on one connection.
+    #[arg(long, short = 'j', env = "LITEMAAS_RESTORE_JOBS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+
     /// Replace the live database without asking (needed when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -167,6 +194,11 @@ pub struct VerifyArgs {
     /// Name of the scratch database [default: litemaas_verify_<time>_<pid>].
     #[arg(long, env = "LITEMAAS_VERIFY_DATABASE", value_name = "NAME")]
     pub scratch: Option<String>,
+
+    /// Connections that load the scratch database [default: the cores available]; 1 loads it
+    /// in one transaction on one connection.
+    #[arg(long, short = 'j', env = "LITEMAAS_RESTORE_JOBS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
 
     /// Print one JSON object describing the check on stdout.
     #[arg(long, env = "LITEMAAS_JSON")]

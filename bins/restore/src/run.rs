@@ -7,6 +7,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use litemaas_backup::catalog::{self, Chosen, Selection};
 use litemaas_backup::dump::PgConnection;
 use litemaas_backup::lock;
+use litemaas_backup::restore::parallel::{self, ParallelOptions, ParallelStats};
+use litemaas_backup::restore::swap::{self, DatabaseProfile};
 use litemaas_backup::restore::{
     self, Expected, LocalPsql, PodPsql, RestoreOptions, RestoreReport, ServerInfo, SqlSink,
 };
@@ -133,20 +135,52 @@ async fn lease(args: &TargetArgs, on_loss: &CancellationToken) -> Result<Option<
     Ok(Some(guard))
 }
 
-/// Streams the backup into `sink`, with a progress bar on a terminal.
+/// Streams the backup into `sink`, with a progress bar on a terminal: in one transaction
+/// (`jobs` 1), or on `jobs` connections into a database nothing else uses.
 async fn load(
     backup: Backup,
     sink: &dyn SqlSink,
+    jobs: usize,
     cancel: &CancellationToken,
-) -> restore::Result<RestoreReport> {
+) -> restore::Result<(RestoreReport, Option<ParallelStats>)> {
     let progress = Progress::bytes("restoring", backup.size);
     let options = RestoreOptions {
         expected: backup.expected,
         progress: Some(progress.counter()),
     };
-    let result = restore::restore(backup.reader, sink, &options, cancel).await;
+    let result = if jobs > 1 {
+        let parallel = ParallelOptions {
+            jobs,
+            ..ParallelOptions::default()
+        };
+        parallel::load(backup.reader, sink, &options, &parallel, cancel)
+            .await
+            .map(|(report, stats)| (report, Some(stats)))
+    } else {
+        restore::restore(backup.reader, sink, &options, cancel)
+            .await
+            .map(|report| (report, None))
+    };
     progress.finish();
     result
+}
+
+/// `--jobs`, or the cores available.
+fn jobs(flag: Option<u16>) -> usize {
+    flag.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    )
+}
+
+/// `<live>_<what>_<time>`, within PostgreSQL's 63 bytes.
+fn sibling_name(live: &str, what: &str, stamp: &str) -> String {
+    let suffix = format!("_{what}_{stamp}");
+    let mut keep = 63usize.saturating_sub(suffix.len()).min(live.len());
+    while !live.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &live[..keep])
 }
 
 /// What `--json` prints for a restore.
@@ -155,8 +189,23 @@ struct RestoreJson<'a> {
     backup: &'a str,
     chosen: Option<&'a Chosen>,
     into: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel: Option<&'a ParallelStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swap: Option<&'a Swapped>,
     #[serde(flatten)]
     report: &'a RestoreReport,
+}
+
+/// What `--swap` did.
+#[derive(Debug, Serialize)]
+struct Swapped {
+    /// The live database's name (now the restored one).
+    database: String,
+    /// The previous database's name.
+    previous: String,
+    /// Whether the previous database was dropped (`--drop-previous`).
+    previous_dropped: bool,
 }
 
 /// A restore over the live database (after confirmation) or into a new one (`--into`), holding
@@ -191,7 +240,18 @@ async fn restore_holding(
     let backup_name = backup.name.clone();
     let chosen = backup.chosen.clone();
 
-    let report = match &args.into {
+    let jobs = jobs(args.jobs);
+    let mut swapped = None;
+    let (report, stats) = match &args.into {
+        None if args.swap => {
+            let info = restore::server_info(server).await.with_context(|| {
+                format!("cannot use {}; nothing was changed", server.describe())
+            })?;
+            confirm(args, server, &info, &backup)?;
+            let done = swap_restore(args, backup, server, &info.database, jobs, cancel).await?;
+            swapped = Some(done.1);
+            done.0
+        }
         Some(new_db) => {
             restore::create_database(server, new_db).await?;
             eprintln!(
@@ -199,7 +259,7 @@ async fn restore_holding(
                 server.describe()
             );
             let target = server.with_database(new_db);
-            match load(backup, target.as_ref(), cancel).await {
+            match load(backup, target.as_ref(), jobs, cancel).await {
                 Ok(report) => report,
                 Err(e) => {
                     let dropped = match restore::drop_database(server, new_db).await {
@@ -216,12 +276,17 @@ async fn restore_holding(
             }
         }
         None => {
+            if args.jobs.is_some_and(|j| j > 1) {
+                bail!(
+                    "--jobs loads a new database on several connections, which cannot share the one transaction that replaces the live database in place: add --swap (load a new database, then swap it in) or --into NEW_DB; nothing was changed"
+                );
+            }
             let info = restore::server_info(server).await.with_context(|| {
                 format!("cannot use {}; nothing was changed", server.describe())
             })?;
             confirm(args, server, &info, &backup)?;
             let target = server.describe();
-            load(backup, server, cancel).await.map_err(|e| {
+            load(backup, server, 1, cancel).await.map_err(|e| {
                 let outcome = if e.target_unchanged() {
                     "the database is unchanged"
                 } else {
@@ -244,6 +309,30 @@ async fn restore_holding(
     for check in &report.checks {
         eprintln!("  ✓ {check}");
     }
+    if let Some(stats) = &stats {
+        eprintln!(
+            "  loaded on {} connection(s): {} COPY piece(s), {} index(es)/constraint(s) side by side{}",
+            stats.jobs,
+            stats.copy_pieces,
+            stats.parallel_objects,
+            stats
+                .serial_from
+                .as_ref()
+                .map(|why| format!("; the rest in order on one connection ({why})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(swapped) = &swapped {
+        if swapped.previous_dropped {
+            eprintln!("  the previous database was dropped (--drop-previous)");
+        } else {
+            eprintln!(
+                "  the previous database is kept as {} (connections refused); drop it with DROP DATABASE {}; or roll back with ALTER DATABASE … RENAME",
+                swapped.previous,
+                restore::quote_ident(&swapped.previous)
+            );
+        }
+    }
     if report.clean_warnings > 0 {
         eprintln!(
             "  {} statement(s) of the dump's clean (DROP) section failed harmlessly and were skipped (see the log with -v)",
@@ -257,11 +346,112 @@ async fn restore_holding(
                 backup: &backup_name,
                 chosen: chosen.as_ref(),
                 into: args.into.as_deref(),
+                parallel: stats.as_ref(),
+                swap: swapped.as_ref(),
                 report: &report,
             })?
         );
     }
     Ok(())
+}
+
+/// `--swap`: a new database like the live one, loaded, given the live one's grants and
+/// settings, swapped in. Until the swap commits the live database is untouched and the new
+/// one is dropped on any failure.
+async fn swap_restore(
+    args: &RestoreArgs,
+    backup: Backup,
+    server: &dyn SqlSink,
+    live: &str,
+    jobs: usize,
+    cancel: &CancellationToken,
+) -> Result<((RestoreReport, Option<ParallelStats>), Swapped)> {
+    let backup_name = backup.name.clone();
+    let admin = server.with_database("postgres");
+    let admin = admin.as_ref();
+    let profile = DatabaseProfile::read(admin, live)
+        .await
+        .context("not restoring; nothing was changed")?;
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
+    let new = sibling_name(live, "restore", &stamp);
+    let previous = sibling_name(live, "previous", &stamp);
+    profile
+        .create_like(admin, &new)
+        .await
+        .context("not restoring; nothing was changed")?;
+    eprintln!("created database {new} like {live}; loading it on up to {jobs} connection(s)");
+    let target = server.with_database(&new);
+    let loaded = async {
+        let loaded = load(backup, target.as_ref(), jobs, cancel).await?;
+        profile.apply(admin, &new).await?;
+        if cancel.is_cancelled() {
+            return Err(restore::Error::Cancelled);
+        }
+        Ok(loaded)
+    }
+    .await;
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let dropped = drop_note(admin, &new).await;
+            return Err(anyhow!(e).context(format!(
+                "restore of {backup_name} failed; the live database {live} was not touched and {dropped}"
+            )));
+        }
+    };
+    // The point of no return: both renames in one transaction.
+    let lock_timeout = std::time::Duration::try_from(args.swap_lock_timeout)
+        .unwrap_or(std::time::Duration::from_secs(30));
+    if let Err(e) = swap::swap_in(admin, live, &new, &previous, lock_timeout).await {
+        let state = swap::swap_state(admin, live, &new, &previous).await;
+        match state {
+            swap::SwapState::Swapped => {
+                tracing::warn!("the swap reported an error after both renames: {e}");
+            }
+            swap::SwapState::Unchanged => {
+                let dropped = drop_note(admin, &new).await;
+                return Err(anyhow!(e).context(format!(
+                    "restore of {backup_name} was loaded and checked but could not be swapped in; {dropped}"
+                )));
+            }
+            swap::SwapState::Unknown => {
+                return Err(anyhow!(e).context(format!(
+                    "restore of {backup_name}: the swap failed half-way or its outcome is unknown; nothing was dropped"
+                )));
+            }
+        }
+    }
+    let previous_dropped = if args.drop_previous {
+        match restore::drop_database(admin, &previous).await {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "warning: the restored database is in place, but dropping the previous one, {previous}, failed: {e}"
+                );
+                false
+            }
+        }
+    } else {
+        false
+    };
+    Ok((
+        loaded,
+        Swapped {
+            database: live.to_owned(),
+            previous,
+            previous_dropped,
+        },
+    ))
+}
+
+/// Drops a database this run created; says how that went.
+async fn drop_note(admin: &dyn SqlSink, name: &str) -> String {
+    match restore::drop_database(admin, name).await {
+        Ok(()) => format!("the new database {name} was dropped"),
+        Err(drop) => {
+            format!("dropping the new database {name} failed too ({drop}); drop it by hand")
+        }
+    }
 }
 
 /// Says what will be replaced, and asks (or needs `--yes`).
@@ -355,7 +545,14 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
         backup.describe()
     );
     let target = server.with_database(&scratch);
-    let checked = check(backup, target.as_ref(), &cancel, &mut report).await;
+    let checked = check(
+        backup,
+        target.as_ref(),
+        jobs(args.jobs),
+        &cancel,
+        &mut report,
+    )
+    .await;
     if let Err(e) = &checked {
         report.failures.push(litemaas_cli::error_line(e));
     }
@@ -401,6 +598,7 @@ pub async fn verify(args: VerifyArgs) -> Result<()> {
 async fn check(
     backup: Backup,
     target: &dyn SqlSink,
+    jobs: usize,
     cancel: &CancellationToken,
     report: &mut VerifyReport,
 ) -> Result<()> {
@@ -409,7 +607,18 @@ async fn check(
         .as_ref()
         .and_then(|c| c.record.as_ref())
         .and_then(|r| r.tables.clone());
-    let restored = load(backup, target, cancel).await?;
+    let (restored, stats) = load(backup, target, jobs, cancel).await?;
+    if let Some(stats) = &stats {
+        eprintln!(
+            "  loaded on {} connection(s){}",
+            stats.jobs,
+            stats
+                .serial_from
+                .as_ref()
+                .map(|why| format!("; partly in order ({why})"))
+                .unwrap_or_default()
+        );
+    }
     for check in &restored.checks {
         eprintln!("  ✓ {check}");
     }

@@ -676,3 +676,288 @@ async fn verify_is_a_part_of_the_metrics_whose_last_success_outlives_a_failure()
     );
     assert_eq!(get(&m, "failures_total", "verify"), Some(1.0));
 }
+
+/// Owner, grants, settings and comment of a database, and whether it takes connections.
+fn profile(db: &str) -> String {
+    pg().psql(
+        "postgres",
+        &format!(
+            "SELECT pg_get_userbyid(d.datdba), d.datacl, d.datallowconn, d.datconnlimit, \
+               shobj_description(d.oid, 'pg_database'), \
+               (SELECT string_agg(coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '*') || ':' || array_to_string(s.setconfig, ','), ' ' ORDER BY s.setrole) \
+                FROM pg_db_role_setting s WHERE s.setdatabase = d.oid) \
+             FROM pg_database d WHERE d.datname = '{db}'"
+        ),
+    )
+    .unwrap()
+}
+
+fn databases_like(prefix: &str) -> Vec<String> {
+    pg().psql(
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%' ORDER BY 1"),
+    )
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// A live database owned by its own role, with grants, settings and a comment.
+fn dressed_db(prefix: &str, owner: &str) -> String {
+    let db = sample_db(prefix);
+    pg().psql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN CREATE ROLE {owner} LOGIN CREATEDB PASSWORD 'owner-pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             DO $$ BEGIN CREATE ROLE swap_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             ALTER DATABASE {db} OWNER TO {owner}; \
+             REVOKE ALL ON DATABASE {db} FROM PUBLIC; \
+             GRANT CONNECT, TEMPORARY ON DATABASE {db} TO swap_reader; \
+             ALTER DATABASE {db} SET work_mem TO '7MB'; \
+             ALTER DATABASE {db} SET search_path TO \"$user\", public; \
+             ALTER ROLE swap_reader IN DATABASE {db} SET statement_timeout TO '5min'; \
+             COMMENT ON DATABASE {db} IS 'LiteMaaS''s database'"
+        ),
+    )
+    .unwrap();
+    db
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_the_previous_database()
+ {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-swap").await;
+    let db = dressed_db("restore_swap", "swap_owner");
+    let original = pg().dump_for_comparison(&db).unwrap();
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let changed = pg().dump_for_comparison(&db).unwrap();
+    let before = profile(&db);
+    // A client connected to the live database: its session is ended by the swap.
+    let client = pg()
+        .command("psql")
+        .args(["-X", "-d", &db, "-c", "SELECT pg_sleep(120)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while pg()
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE '%pg_sleep%'"),
+        )
+        .unwrap()
+        .trim()
+        == "0"
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "client never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = restore_cmd(home.path(), &db)
+        .args([
+            "--bucket",
+            store.bucket(),
+            "--key",
+            &key,
+            "--swap",
+            "--jobs",
+            "2",
+            "--yes",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["parallel"]["jobs"], 2, "{json}");
+    let previous = json["swap"]["previous"].as_str().unwrap().to_owned();
+    assert!(
+        previous.starts_with(&format!("{db}_previous_")),
+        "{previous}"
+    );
+    assert!(
+        stderr(&out).contains(&format!("kept as {previous}")),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_eq!(
+        pg().dump_for_comparison(&db).unwrap(),
+        original,
+        "the backup's content is live"
+    );
+    assert_eq!(
+        profile(&db),
+        before,
+        "owner, grants, settings and comment carried over"
+    );
+    assert!(
+        profile(&previous).contains("|f|"),
+        "the previous database refuses connections: {}",
+        profile(&previous)
+    );
+    pg().psql(
+        "postgres",
+        &format!("ALTER DATABASE {previous} ALLOW_CONNECTIONS true"),
+    )
+    .unwrap();
+    assert_eq!(
+        pg().dump_for_comparison(&previous).unwrap(),
+        changed,
+        "the previous database is kept as it was"
+    );
+    let client = client.wait_with_output().unwrap();
+    assert!(
+        !client.status.success(),
+        "the live database's session was ended"
+    );
+    assert!(
+        String::from_utf8_lossy(&client.stderr).contains("terminat"),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert_eq!(
+        databases_like(&format!("{db}_restore_")),
+        Vec::<String>::new()
+    );
+
+    // Again with --drop-previous: only the live database remains.
+    let out = restore_cmd(home.path(), &db)
+        .args([
+            "--bucket",
+            store.bucket(),
+            "--key",
+            &key,
+            "--swap",
+            "--drop-previous",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
+    assert_eq!(profile(&db), before);
+    assert_eq!(
+        databases_like(&format!("{db}_")),
+        vec![previous],
+        "only the first run's previous database is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-swap-bad").await;
+    let db = dressed_db("restore_swap_bad", "swap_owner2");
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let live = pg().dump_for_comparison(&db).unwrap();
+    let before = profile(&db);
+
+    // A cut backup: the load fails, the new database is dropped.
+    let bad = "litemaas-backups/database-20250101-000000.sql.gz";
+    let mut cut = plain_dump(&db);
+    cut.truncate(cut.len() / 2);
+    store.put(bad, Bytes::from(gzip(&cut))).await.unwrap();
+    let out = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--key", bad, "--swap", "--yes"])
+        .output()
+        .unwrap();
+    assert_one_clear_line(
+        &out,
+        &[
+            &format!("the live database {db} was not touched"),
+            "was dropped",
+        ],
+    );
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), live);
+    assert_eq!(profile(&db), before);
+    assert_eq!(databases_like(&format!("{db}_")), Vec::<String>::new());
+
+    // Another session holds a lock on the live database (an open transaction that commented
+    // on it, from another database): the good backup loads, but the swap cannot get its lock
+    // within --swap-lock-timeout, so nothing is renamed and connections are allowed again.
+    let mut blocker = pg()
+        .command("psql")
+        .args([
+            "-X",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("BEGIN; COMMENT ON DATABASE {db} IS 'held'; SELECT pg_sleep(120);"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while pg()
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; COMMENT%'",
+        )
+        .unwrap()
+        .trim()
+        == "0"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "blocker never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = restore_cmd(home.path(), &db)
+        .args([
+            "--bucket",
+            store.bucket(),
+            "--key",
+            &key,
+            "--swap",
+            "--swap-lock-timeout",
+            "1s",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    assert_one_clear_line(
+        &out,
+        &[
+            "could not be swapped in",
+            "nothing was renamed",
+            "was dropped",
+        ],
+    );
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), live);
+    assert_eq!(profile(&db), before, "connections allowed again");
+    assert_eq!(databases_like(&format!("{db}_")), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_over_the_live_database_in_place_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-jobs").await;
+    let db = sample_db("restore_jobs");
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let live = pg().dump_for_comparison(&db).unwrap();
+    let out = restore_cmd(home.path(), &db)
+        .args([
+            "--bucket",
+            store.bucket(),
+            "--key",
+            &key,
+            "--jobs",
+            "2",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert_one_clear_line(&out, &["--swap", "--into", "nothing was changed"]);
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), live);
+}

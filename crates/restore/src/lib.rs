@@ -51,6 +51,7 @@ pub mod plain;
 #[cfg(feature = "kube")]
 mod pod;
 mod sink;
+pub mod swap;
 mod verify;
 
 pub use error::{Error, Result};
