@@ -3,7 +3,10 @@
 #   limit     psql -f d.sql                                  (the dump already downloaded and decompressed)
 #   original  aws s3 cp d.sql.gz; gunzip d.sql.gz; psql -f d.sql   (the original manual steps, timed together;
 #             like the original instructions: no ON_ERROR_STOP)
-#   ours      litemaas-restore --bucket B --key KEY --yes    (streamed, verified, all or nothing)
+#   ours      litemaas-restore --bucket B --key KEY --yes    (streamed, verified, all or nothing:
+#             one transaction over the live database, on one connection)
+#   swap-jN   litemaas-restore … --swap --drop-previous --jobs N   (loaded into a new database on N
+#             connections — N=1: one transaction —, then swapped in for the live one), for N in JOBS
 # all restoring the same `pg_dump --clean --if-exists` dump over the same live throwaway PostgreSQL 15
 # database (pgbench tables plus a JSONB-heavy table like LiteLLM's spend logs; no partitioned tables, so
 # plain `psql -f` works) from the same S3 test server (moto). The backup object is made once, before the
@@ -11,16 +14,18 @@
 # object. Every command replaces the database with the dump's content, so each one starts from the same
 # state; a CHECKPOINT (not timed) precedes each, and row counts are checked (not timed) after each.
 # For each: wall time, CPU time (user+sys of the command and its children; the PostgreSQL backend is not
-# counted, it is the same for all), peak RSS of the largest process; medians of RUNS runs; the ratio is
-# ours / this (wall).
+# counted, it is the same for all), peak RSS of the largest process; medians of RUNS runs; ratios of
+# wall times to `psql -f` and to the original flow.
 #
 #   benches/compare-restore.sh                 # ~500 MB database, 3 runs
 #   SIZE_MB=1000 RUNS=1 benches/compare-restore.sh
+#   JOBS="1 2 3 4" benches/compare-restore.sh  # the connections tried with --swap (default "1 2 4")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 SIZE_MB="${SIZE_MB:-500}"
 RUNS="${RUNS:-3}"
+JOBS="${JOBS:-1 2 4}"
 . scripts/lib/throwaway-pg.sh
 . scripts/lib/bench-db.sh
 
@@ -109,6 +114,9 @@ for run in $(seq 1 "$RUNS"); do
     && '$PSQL' -X -f '$tmp/d.sql' > /dev/null 2> '$tmp/original.err'"
   rm -f "$tmp/d.sql" "$tmp/d.sql.gz"
   measure ours "'$OURS' --bucket $bucket --key '$key' --yes --json > '$tmp/ours.json' 2> '$tmp/ours.err'"
+  for j in $JOBS; do
+    measure "swap-j$j" "'$OURS' --bucket $bucket --key '$key' --swap --drop-previous --jobs $j --yes > /dev/null 2> '$tmp/swap-j$j.err'"
+  done
 done
 
 python3 - "$results" "$raw_bytes" "$gz_bytes" "$(nproc)" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
@@ -120,18 +128,22 @@ for line in open(sys.argv[1]):
     rows.setdefault(name, []).append((float(wall), float(user) + float(sys_), int(rss) / 1024))
     errors[name] = errors.get(name, 0) + int(errs)
 med = {n: [statistics.median(col) for col in zip(*v)] for n, v in rows.items()}
-ours = med["ours"]
+limit, original = med["limit"][0], med["original"][0]
 print(f"plain dump {int(sys.argv[2]) / 1e6:.0f} MB ({int(sys.argv[3]) / 1e6:.0f} MB gzipped), "
       f"{len(rows['ours'])} run(s), medians, {sys.argv[4]} cores, "
       f"load average {sys.argv[5]} before the runs, {sys.argv[6]} after\n")
-print("| command | wall s | CPU s | peak RSS MiB | ours / this (wall) |")
-print("|---|---:|---:|---:|---:|")
-labels = {"limit": "`psql -f d.sql` (the limit)",
+print("| command | wall s | CPU s | peak RSS MiB | this / `psql -f` | this / original |")
+print("|---|---:|---:|---:|---:|---:|")
+labels = {"limit": "`psql -f d.sql` (the limit: already downloaded and decompressed)",
           "original": "original: `aws s3 cp d.sql.gz; gunzip; psql -f`",
-          "ours": "`litemaas-restore --bucket --key --yes`"}
-for name in ["limit", "original", "ours"]:
+          "ours": "`litemaas-restore --yes` (one transaction, in place)"}
+for name in rows:
+    if name.startswith("swap-j"):
+        j = name[len("swap-j"):]
+        labels[name] = f"`litemaas-restore --swap --jobs {j}`" + (" (one transaction)" if j == "1" else "")
+for name in rows:
     wall, cpu, rss = med[name]
-    print(f"| {labels[name]} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {ours[0] / wall:.2f} |")
+    print(f"| {labels[name]} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {wall / limit:.2f} | {wall / original:.2f} |")
 bad = {n: e for n, e in errors.items() if e}
 if bad:
     print(f"\nERROR lines on stderr (all runs): {bad}")

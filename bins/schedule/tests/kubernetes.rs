@@ -21,30 +21,39 @@ const RBAC: &str = "rbac.authorization.k8s.io";
 const NAME: &str = "litemaas-backup";
 const IMAGE: &str = "registry.example.com/litemaas/litemaas-backup:0.1.0";
 
-/// The litemaas-backup binary, built once (it belongs to another package of the workspace).
+/// The litemaas-backup binary (it belongs to another package of the workspace).
+///
+/// `cargo test --workspace` (the test script) has built it beside this test's binary, with the
+/// workspace's features. Only when it is missing (this package tested alone) is it built here:
+/// `cargo build -p litemaas-backup-cli` on its own resolves other features and rebuilds much
+/// of the dependency graph (minutes), so it must not run when the binary is there.
 fn backup_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "litemaas-backup-cli",
-                "--bin",
-                "litemaas-backup",
-            ])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build litemaas-backup failed");
         // target/debug/deps/kubernetes-<hash> → target/debug/litemaas-backup
         let exe = std::env::current_exe().unwrap();
-        exe.parent()
+        let bin = exe
+            .parent()
             .unwrap()
             .parent()
             .unwrap()
-            .join("litemaas-backup")
+            .join("litemaas-backup");
+        if !bin.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "litemaas-backup-cli",
+                    "--bin",
+                    "litemaas-backup",
+                ])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+                .status()
+                .unwrap();
+            assert!(status.success(), "cargo build litemaas-backup failed");
+        }
+        bin
     })
     .clone()
 }
