@@ -264,6 +264,9 @@ impl Settings {
     }
 }
 
+/// The most text of one object (or of the lead) held before it is sent.
+const MAX_HELD: usize = 64 * 1024 * 1024;
+
 /// The key of pg_dump's `\restrict KEY` line among the settings.
 const RESTRICT: &str = "\\restrict";
 
@@ -361,6 +364,8 @@ struct Splitter {
     after_dashes: bool,
     /// Text of the current object (or of the lead), as slices.
     held: Vec<Bytes>,
+    /// Its length.
+    held_len: usize,
     /// The lead's settings block is still going (nothing but settings, comments and blank
     /// lines so far).
     lead_settings: bool,
@@ -379,6 +384,7 @@ impl Splitter {
             partial: BytesMut::new(),
             after_dashes: false,
             held: Vec::new(),
+            held_len: 0,
             lead_settings: true,
             rows: Vec::new(),
             rows_len: 0,
@@ -410,6 +416,12 @@ impl Splitter {
                         self.partial.split().freeze()
                     };
                     self.line(line, ops);
+                    if self.held_len > MAX_HELD && !matches!(self.state, State::Passthrough) {
+                        self.passthrough(
+                            "an object of more than 64 MiB, or no object headers",
+                            ops,
+                        );
+                    }
                     pos = end;
                 }
                 None => {
@@ -521,17 +533,17 @@ impl Splitter {
                         self.lead_settings = false;
                     }
                 }
-                self.held.push(line);
+                self.hold(line);
             }
-            State::Object { .. } => self.held.push(line),
+            State::Object { .. } => self.hold(line),
             State::CopyHead => {
                 if line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;\n") {
-                    self.held.clear();
+                    self.take_held();
                     self.state = State::Copy { command: line };
                 } else if dashes || line.trim_ascii().is_empty() || line.starts_with(b"-- ") {
-                    self.held.push(line);
+                    self.hold(line);
                 } else {
-                    self.held.push(line);
+                    self.hold(line);
                     self.passthrough(
                         "table data that is not a COPY block (a dump made with --inserts?)",
                         ops,
@@ -541,11 +553,11 @@ impl Splitter {
             State::AfterCopy => {
                 if let Some(key) = setting_key(&line) {
                     self.settings.set(key, line.clone());
-                    self.held.push(line);
+                    self.hold(line);
                 } else if dashes || line.trim_ascii().is_empty() {
-                    self.held.push(line);
+                    self.hold(line);
                 } else {
-                    self.held.push(line);
+                    self.hold(line);
                     self.passthrough(
                         "a statement after a COPY block that belongs to no object",
                         ops,
@@ -556,6 +568,18 @@ impl Splitter {
         }
     }
 
+    /// Holds a line of the current object; an object too big to hold (no pg_dump object is;
+    /// a script without object headers would be) is not understood.
+    fn hold(&mut self, line: Bytes) {
+        self.held_len += line.len();
+        self.held.push(line);
+    }
+
+    fn take_held(&mut self) -> Vec<Bytes> {
+        self.held_len = 0;
+        std::mem::take(&mut self.held)
+    }
+
     /// A new object begins (its header line is `line`): the previous one is complete.
     fn begin_object(&mut self, kind: String, line: Bytes, ops: &mut Vec<Op>) {
         self.complete_object(ops);
@@ -564,7 +588,7 @@ impl Splitter {
             return;
         }
         let Some(phase) = phase_of(&kind) else {
-            self.held.push(line);
+            self.hold(line);
             self.passthrough(&format!("objects of type {kind}"), ops);
             return;
         };
@@ -578,7 +602,7 @@ impl Splitter {
             ops.push(Op::Barrier);
             self.phase = phase;
         }
-        self.held.push(line);
+        self.hold(line);
         self.state = if kind == "TABLE DATA" {
             State::CopyHead
         } else {
@@ -588,7 +612,7 @@ impl Splitter {
 
     /// Sends what is held of the current object (or the lead) where it may run.
     fn complete_object(&mut self, ops: &mut Vec<Op>) {
-        let held = std::mem::take(&mut self.held);
+        let held = self.take_held();
         match std::mem::replace(&mut self.state, State::Lead) {
             State::Lead => {
                 if !held.is_empty() {
@@ -616,6 +640,7 @@ impl Splitter {
             State::AfterCopy => {}
             State::CopyHead => {
                 self.state = State::CopyHead;
+                self.held_len = held.iter().map(Bytes::len).sum();
                 self.held = held;
                 self.passthrough("a table data object without a COPY block", ops);
             }
@@ -641,7 +666,7 @@ impl Splitter {
     /// Not understood: everything held and everything after runs in order on one connection.
     fn passthrough(&mut self, why: &str, ops: &mut Vec<Op>) {
         ops.push(Op::SerialFrom(why.to_owned()));
-        let mut held = std::mem::take(&mut self.held);
+        let mut held = self.take_held();
         if let State::Copy { command } = &self.state {
             held.insert(0, command.clone());
         }
@@ -1112,6 +1137,29 @@ mod tests {
         );
         assert!(ops[3].1.contains("not a COPY block"));
         assert!(ops[4].1.contains("INSERT INTO public.b") && ops[4].1.contains("CREATE INDEX b_y"));
+    }
+
+    #[test]
+    fn a_script_without_object_headers_is_not_held_whole() {
+        let mut input = String::from("--\n-- PostgreSQL database dump\n--\n\nSET x = 1;\n");
+        let line = format!("INSERT INTO t VALUES ('{}');\n", "x".repeat(1000));
+        while input.len() <= MAX_HELD + 2 * line.len() {
+            input.push_str(&line);
+        }
+        let mut splitter = Splitter::new(1024 * 1024);
+        let mut ops = Vec::new();
+        splitter.push(Bytes::from(input.clone()), &mut ops);
+        assert!(splitter.held.is_empty() && splitter.held_len == 0);
+        splitter.finish(&mut ops);
+        assert!(matches!(&ops[0], Op::SerialFrom(why) if why.contains("no object headers")));
+        let sent: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Serial(parts) => parts.iter().map(Bytes::len).sum(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(sent, input.len());
     }
 
     #[test]
