@@ -1,16 +1,32 @@
-//! Throughput of the compression + hashing stage on SQL-dump-like text (a COPY of LiteLLM-style
-//! spend logs with JSON metadata). Compares our parallel single-member gzip with a plain
-//! single-stream gzip (async-compression over flate2/zlib-rs), zstd, and no compression.
+//! Throughput and size of the compression + hashing stage on SQL-dump-like text (a COPY of
+//! LiteLLM-style spend logs with JSON metadata), to choose the gzip engine, level and block size
+//! from numbers (issue 13):
 //!
-//! `cargo bench --bench pipeline`; as a test (`cargo test --benches`) each case runs once.
+//! - `codec/*`: one compression thread, so each case is its codec's cost per byte on one core:
+//!   libdeflate (a gzip member per block) at levels 1–9 and blocks of 256 KiB, 1 MiB and 4 MiB;
+//!   zlib-rs (blocks primed with the previous 32 KiB, one member: the engine before issue 13) at
+//!   levels 1–6; zstd at levels 1 and 3.
+//! - `encode/*`: the whole stage as a backup runs it on all cores, against one gzip stream on
+//!   one core (what `pg_dump | gzip` does) and no compression (SHA-256 only).
+//!
+//! After the timings, every case's output size is printed as a ratio to one `gzip -6` stream
+//! of the same data (the `gzip` command, else zlib-rs level 6 in one stream).
+//!
+//! `cargo bench --bench pipeline` (a filter narrows it: `cargo bench --bench pipeline -- codec/libdeflate`);
+//! as a test (`cargo test --benches`) each case runs once.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
+    criterion_main, measurement::WallTime,
+};
 use futures::StreamExt;
-use litemaas_backup::dump::{CompressOptions, Compression, Encoded};
+use litemaas_backup::dump::{CompressOptions, Compression, Encoded, GzipEngine};
 use tokio::io::AsyncReadExt;
 
 /// A deterministic dump-like text of about `len` bytes.
@@ -48,11 +64,7 @@ fn dump_like(len: usize) -> Bytes {
     Bytes::from(out)
 }
 
-async fn encode(data: Bytes, compression: Compression, threads: usize) -> u64 {
-    let options = CompressOptions {
-        threads,
-        ..CompressOptions::default()
-    };
+async fn encode(data: Bytes, compression: Compression, options: CompressOptions) -> u64 {
     let mut encoded = Encoded::new(std::io::Cursor::new(data), compression, options);
     while let Some(chunk) = encoded.next().await {
         std::hint::black_box(chunk.unwrap());
@@ -71,48 +83,171 @@ async fn single_stream_gzip(data: Bytes) -> u64 {
     out.len() as u64
 }
 
+/// The size `gzip -6` makes of `data`, if the command is there.
+fn gzip_command_size(data: &[u8]) -> Option<u64> {
+    let mut child = Command::new("gzip")
+        .arg("-6c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().ok()?;
+    writer.join().ok()?.ok()?;
+    out.status.success().then_some(out.stdout.len() as u64)
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// One single-threaded case of the `codec` group.
+struct Case {
+    name: String,
+    compression: Compression,
+    options: CompressOptions,
+}
+
+fn codec_cases() -> Vec<Case> {
+    let one = |engine, block_size| CompressOptions {
+        threads: 1,
+        block_size,
+        gzip_engine: engine,
+    };
+    let mut cases = Vec::new();
+    for (levels, block) in [
+        (&[1, 2, 3, 4, 5, 6, 7, 9][..], MIB),
+        (&[1, 3, 4, 5, 6][..], 256 * KIB),
+        (&[1, 4, 6][..], 4 * MIB),
+    ] {
+        for &level in levels {
+            cases.push(Case {
+                name: format!("libdeflate-{level}/{}KiB", block / KIB),
+                compression: Compression::Gzip { level },
+                options: one(GzipEngine::Libdeflate, block),
+            });
+        }
+    }
+    for (levels, block) in [
+        (&[1, 2, 3, 4, 5, 6][..], MIB),
+        (&[4, 6][..], 256 * KIB),
+        (&[6][..], 4 * MIB),
+    ] {
+        for &level in levels {
+            cases.push(Case {
+                name: format!("zlib-rs-{level}/{}KiB", block / KIB),
+                compression: Compression::Gzip { level },
+                options: one(GzipEngine::ZlibRsSingleMember, block),
+            });
+        }
+    }
+    for level in [1, 3] {
+        cases.push(Case {
+            name: format!("zstd-{level}"),
+            compression: Compression::Zstd { level },
+            options: one(GzipEngine::default(), MIB),
+        });
+    }
+    cases
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, bytes: usize) {
+    group
+        .throughput(Throughput::Bytes(bytes as u64))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+}
+
 fn pipeline(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let data = dump_like(32 * 1024 * 1024);
-    let mut group = c.benchmark_group("encode");
-    group
-        .throughput(Throughput::Bytes(data.len() as u64))
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(10));
+    let data = dump_like(32 * MIB);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    for threads in [1, cores] {
+
+    let cases = codec_cases();
+    let mut group = c.benchmark_group("codec");
+    configure(&mut group, data.len());
+    for case in &cases {
+        group.bench_function(&case.name, |b| {
+            b.iter(|| rt.block_on(encode(data.clone(), case.compression, case.options)));
+        });
+    }
+    group.finish();
+
+    // The default now, and the default before issue 13 (zlib-rs level 6, 1 MiB blocks).
+    let now = CompressOptions {
+        threads: cores,
+        ..CompressOptions::default()
+    };
+    let before = CompressOptions {
+        threads: cores,
+        block_size: MIB,
+        gzip_engine: GzipEngine::ZlibRsSingleMember,
+    };
+    let mut group = c.benchmark_group("encode");
+    configure(&mut group, data.len());
+    for (name, compression, options) in [
+        ("default-gzip4-libdeflate", Compression::default(), now),
+        (
+            "before-gzip6-zlib-rs",
+            Compression::Gzip { level: 6 },
+            before,
+        ),
+    ] {
         group.bench_with_input(
-            BenchmarkId::new("gzip6-blocks", format!("{threads}-threads")),
-            &threads,
-            |b, &t| {
-                b.iter(|| rt.block_on(encode(data.clone(), Compression::Gzip { level: 6 }, t)));
+            BenchmarkId::new(name, format!("{cores}-threads")),
+            &(compression, options),
+            |b, &(compression, options)| {
+                b.iter(|| rt.block_on(encode(data.clone(), compression, options)))
             },
         );
     }
     group.bench_function("gzip6-single-stream", |b| {
         b.iter(|| rt.block_on(single_stream_gzip(data.clone())))
     });
-    group.bench_function("zstd3", |b| {
-        b.iter(|| rt.block_on(encode(data.clone(), Compression::Zstd { level: 3 }, 1)))
-    });
     group.bench_function("none+sha256", |b| {
-        b.iter(|| rt.block_on(encode(data.clone(), Compression::None, 1)))
+        b.iter(|| {
+            rt.block_on(encode(
+                data.clone(),
+                Compression::None,
+                CompressOptions::default(),
+            ))
+        })
     });
     group.finish();
 
-    // Sizes, printed once so the ratio to single-stream gzip can be read next to the speeds.
-    let ours = rt.block_on(encode(data.clone(), Compression::Gzip { level: 6 }, cores));
-    let plain = rt.block_on(single_stream_gzip(data.clone()));
+    // Sizes, printed once so the ratios can be read next to the speeds.
+    let zlib_rs_stream = rt.block_on(single_stream_gzip(data.clone()));
+    let (reference, against) = match gzip_command_size(&data) {
+        Some(size) => (size, "the gzip -6 command"),
+        None => (zlib_rs_stream, "zlib-rs level 6 in one stream"),
+    };
     println!(
-        "size: gzip6-blocks {ours} bytes, gzip6-single-stream {plain} bytes, ratio {:.4}",
-        ours as f64 / plain as f64
+        "size: {} bytes of input; ratios to {against} ({reference} bytes)",
+        data.len()
     );
+    println!("size: {:<24} {:>10} {:>7}", "case", "bytes", "ratio");
+    let line = |name: &str, size: u64| {
+        println!(
+            "size: {name:<24} {size:>10} {:>7.4}",
+            size as f64 / reference as f64
+        );
+    };
+    line("zlib-rs-6 one stream", zlib_rs_stream);
+    for case in &cases {
+        line(
+            &format!("codec/{}", case.name),
+            rt.block_on(encode(data.clone(), case.compression, case.options)),
+        );
+    }
 }
 
 criterion_group!(benches, pipeline);

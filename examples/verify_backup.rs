@@ -51,7 +51,10 @@ async fn main() -> Result<()> {
     let reader = tokio_util::io::StreamReader::new(bytes.map_err(std::io::Error::other));
     let mut sql: Box<dyn AsyncRead + Unpin + Send> = match record.compression {
         Compression::Gzip { .. } => {
-            Box::new(async_compression::tokio::bufread::GzipDecoder::new(reader))
+            // A backup's gzip may hold several members (one per compressed block).
+            let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(reader);
+            decoder.multiple_members(true);
+            Box::new(decoder)
         }
         Compression::Zstd { .. } => {
             Box::new(async_compression::tokio::bufread::ZstdDecoder::new(reader))

@@ -176,7 +176,7 @@ async fn a_large_dump_goes_up_in_many_parts_and_matches_its_digest() {
     let stored = store.get_bytes(&report.key).await.unwrap();
     assert_eq!(hex::encode(sha2::Sha256::digest(&stored)), report.sha256);
     let mut sql = Vec::new();
-    flate2::read::GzDecoder::new(&stored[..])
+    flate2::read::MultiGzDecoder::new(&stored[..])
         .read_to_end(&mut sql)
         .unwrap();
     assert_eq!(sql.len() as u64, report.raw_bytes);

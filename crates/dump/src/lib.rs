@@ -43,7 +43,7 @@ mod secret;
 mod source;
 pub mod tap;
 
-pub use compress::{CompressOptions, Compression, compress};
+pub use compress::{CompressOptions, Compression, GzipEngine, compress};
 pub use conn::{PgConnection, redact};
 pub use encode::{EncodeSummary, Encoded};
 pub use error::{Error, Result};
