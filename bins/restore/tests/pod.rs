@@ -140,6 +140,50 @@ async fn restores_in_the_pod_with_the_password_only_on_stdin() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn swaps_in_the_pod_after_loading_on_two_connections() {
+    let pg = PgCluster::shared();
+    let p = pod("restore-pod-swap").await;
+    let original = pg.dump_for_comparison(&p.db).unwrap();
+    let key = p.backup().await;
+    change(&p.db);
+
+    let out = p.restore(&[
+        "--key",
+        &key,
+        "--swap",
+        "--drop-previous",
+        "--jobs",
+        "2",
+        "--yes",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("loaded on 2 connection(s)"), "{err}");
+    assert_eq!(pg.dump_for_comparison(&p.db).unwrap(), original);
+    let execs = p.api.exec_log();
+    // The loader's two sessions beside the administrative ones.
+    assert!(execs.len() >= 4, "{}", execs.len());
+    for exec in &execs {
+        let line = format!("{} {}", exec.command.join(" "), exec.request_uri);
+        assert!(line.contains("psql"), "{line}");
+        assert!(
+            !line.contains(pg.password()),
+            "password in an exec request: {line}"
+        );
+    }
+    let left = pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_%'",
+                p.db
+            ),
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "0", "no new or previous database left");
+}
+
 /// A dump cut inside a COPY block (at a row's end, so psql would end the COPY cleanly at end of
 /// input): the exec'd psql gets its end of input, and nothing is committed, although the test
 /// server (like a kubelet) lets psql run on after the stream closes.
