@@ -77,7 +77,7 @@ impl Default for Compression {
 impl Compression {
     /// The default gzip level, 4: libdeflate's fastest level whose output stays within 3 % of
     /// `gzip -6`'s size (measured 1.016× on benches/pipeline.rs's spend-log text at 256 KiB
-    /// blocks and 0.98× on benches/compare.sh's dump; level 3 was 1.06×), at about 1.7× the
+    /// blocks and 0.99× on benches/compare.sh's dump; level 3 was 1.07×), at about 1.6× the
     /// speed of zlib-rs level 6, the default before issue 13. Levels are the engine's own:
     /// libdeflate's level 6 is smaller than `gzip -6`.
     pub const DEFAULT_GZIP_LEVEL: u32 = 4;
@@ -181,8 +181,8 @@ impl Default for CompressOptions {
 pub enum GzipEngine {
     /// libdeflate compresses each block whole into a gzip member of its own: a multi-member
     /// file, as `cat a.gz b.gz` makes. Faster per byte than zlib-rs for the same size (its
-    /// level 4 is as small as zlib-rs level 4–5 and as fast as zlib-rs level 2), although it
-    /// cannot prime a block with the previous one's window (benches/pipeline.rs).
+    /// level 4 is as small as zlib-rs level 4 and about 20 % faster), although it cannot prime
+    /// a block with the previous one's window (benches/pipeline.rs).
     #[default]
     Libdeflate,
     /// zlib-rs deflate, each block primed with the previous block's last 32 KiB and ended by
