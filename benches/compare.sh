@@ -3,7 +3,8 @@
 #   limit     pg_dump > /dev/null
 #   original  pg_dump > file; gzip file; aws s3 cp file        (the original bash tool's flow)
 #   pipe      pg_dump | gzip | aws s3 cp -
-#   ours      litemaas-backup --bucket
+#   ours      litemaas-backup --bucket                          (gzip, the default)
+#   ours-zstd litemaas-backup --bucket --compression zstd:1     (the fastest codec we offer)
 # all against the same throwaway PostgreSQL 15 database (pgbench tables plus a JSONB-heavy table like
 # LiteLLM's spend logs) and the same S3 test server (moto). For each: wall time, CPU time (user+sys of
 # the command and its children; the PostgreSQL backend is not counted, it is the same for all), peak
@@ -65,6 +66,8 @@ for run in $(seq 1 "$RUNS"); do
     "set -o pipefail; '$PG_BIN/pg_dump' --clean --if-exists | gzip | '$AWS' s3 cp --only-show-errors - s3://$bucket/pipe/d.sql.gz"
   measure ours "python3 -c 'import json; print(json.load(open(\"$tmp/ours.json\"))[\"bytes\"])'" \
     "'$OURS' --bucket $bucket --prefix ours-$run --pg-dump '$PG_BIN/pg_dump' --json > '$tmp/ours.json'"
+  measure ours-zstd "python3 -c 'import json; print(json.load(open(\"$tmp/ours-zstd.json\"))[\"bytes\"])'" \
+    "'$OURS' --bucket $bucket --prefix ours-zstd-$run --pg-dump '$PG_BIN/pg_dump' --compression zstd:1 --json > '$tmp/ours-zstd.json'"
   "$AWS" s3 rm --quiet --recursive "s3://$bucket/" >/dev/null
 done
 
@@ -81,11 +84,13 @@ print(f"plain dump {int(sys.argv[2]) / 1e6:.0f} MB, {len(rows['ours'])} run(s), 
 print("| command | wall s | CPU s | peak RSS MiB | output MB | ours / this (wall) |")
 print("|---|---:|---:|---:|---:|---:|")
 labels = {"limit": "`pg_dump > /dev/null` (the limit)", "original": "original: `pg_dump > f; gzip f; aws s3 cp f`",
-          "pipe": "`pg_dump \\| gzip \\| aws s3 cp -`", "ours": "`litemaas-backup --bucket`"}
-for name in ["limit", "original", "pipe", "ours"]:
+          "pipe": "`pg_dump \\| gzip \\| aws s3 cp -`", "ours": "`litemaas-backup --bucket`",
+          "ours-zstd": "`litemaas-backup --bucket --compression zstd:1`"}
+for name in ["limit", "original", "pipe", "ours", "ours-zstd"]:
     wall, cpu, rss, size = med[name]
     print(f"| {labels[name]} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {size / 1e6:.1f} | {ours[0] / wall:.2f} |")
 gz = med["original"][3]
-print(f"\nours / gzip -6 output size: {ours[3] / gz:.4f}")
+print(f"\nours / gzip -6 output size: {ours[3] / gz:.4f}; zstd:1 / gzip -6: {med['ours-zstd'][3] / gz:.4f}")
+print(f"ours / original: {ours[0] / med['original'][0]:.2f}; ours / limit: {ours[0] / med['limit'][0]:.2f}")
 PY
 rm -rf "$tmp"
