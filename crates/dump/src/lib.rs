@@ -6,8 +6,9 @@
 //!   password goes through the environment, never the command line); with the `kube` feature,
 //!   `PodDump` runs it inside the database pod through the exec API (the password through
 //!   stdin); any `AsyncRead` becomes a source with [`DumpStream::from_reader`].
-//! - [`Encoded`] compresses on the fly ([`Compression`]: gzip on all cores as one standard gzip
-//!   member, zstd, or none) and computes the SHA-256 and sizes of what is stored.
+//! - [`Encoded`] compresses on the fly ([`Compression`]: gzip on all cores, a gzip member per
+//!   block that plain `gunzip` reads as one stream ([`GzipEngine`]), zstd, or none) and computes
+//!   the SHA-256 and sizes of what is stored.
 //! - A dump is good only when its [`DumpStream::completion`] returns `Ok` after the bytes end:
 //!   `pg_dump`'s exit status, a signal, empty output or a missing completion marker all turn into
 //!   an [`Error`]. The caller must not commit the bytes anywhere before that.
