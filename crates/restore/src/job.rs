@@ -186,21 +186,11 @@ pub async fn restore(
     };
     if ended.stdout.iter().any(|l| l == COMMITTED) {
         let sha256_verified = options.expected.sha256.is_some();
-        let mut checks = vec![match codec {
-            Codec::Gzip => "gzip stream complete (CRC-32 and length verified)".to_owned(),
-            Codec::Zstd => {
-                "zstd frames complete (content checksum verified where the frame has one)"
-                    .to_owned()
-            }
-            Codec::None => "uncompressed: read to its end".to_owned(),
-        }];
-        checks.push(if sha256_verified {
-            "SHA-256 matches the integrity record".to_owned()
-        } else {
-            "no integrity record: SHA-256 not compared".to_owned()
-        });
-        checks.push("ends with pg_dump's completion marker".to_owned());
-        checks.push("psql reported no error (ON_ERROR_STOP)".to_owned());
+        let checks = checks_passed(
+            codec,
+            sha256_verified,
+            "psql reported no error (ON_ERROR_STOP)".to_owned(),
+        );
         let PlainSummary {
             sql_bytes,
             tables,
@@ -225,6 +215,29 @@ pub async fn restore(
         });
     }
     Err(after_commit_failure(&target, &ended, commit_line))
+}
+
+/// The checks a restore passed before it was called done, in words; `psql` says how psql
+/// ended.
+pub(crate) fn checks_passed(codec: Codec, sha256_verified: bool, psql: String) -> Vec<String> {
+    vec![
+        match codec {
+            Codec::Gzip => "gzip stream complete (CRC-32 and length verified)",
+            Codec::Zstd => {
+                "zstd frames complete (content checksum verified where the frame has one)"
+            }
+            Codec::None => "uncompressed: read to its end",
+        }
+        .to_owned(),
+        if sha256_verified {
+            "SHA-256 matches the integrity record"
+        } else {
+            "no integrity record: SHA-256 not compared"
+        }
+        .to_owned(),
+        "ends with pg_dump's completion marker".to_owned(),
+        psql,
+    ]
 }
 
 /// Which side failed while streaming.

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::input::{self, Codec};
+use crate::input;
 use crate::job::{RestoreOptions, RestoreReport, join, read_chunk};
 use crate::plain::{PlainFilter, PlainSummary};
 use crate::sink::{Ended, SqlSession, SqlSink, psql_error};
@@ -156,23 +156,14 @@ pub async fn load(
     let stats = pool.finish(&target, cancel).await?;
     let (summary, sha256, stored_bytes) = verdict;
     let sha256_verified = restore.expected.sha256.is_some();
-    let mut checks = vec![match codec {
-        Codec::Gzip => "gzip stream complete (CRC-32 and length verified)".to_owned(),
-        Codec::Zstd => {
-            "zstd frames complete (content checksum verified where the frame has one)".to_owned()
-        }
-        Codec::None => "uncompressed: read to its end".to_owned(),
-    }];
-    checks.push(if sha256_verified {
-        "SHA-256 matches the integrity record".to_owned()
-    } else {
-        "no integrity record: SHA-256 not compared".to_owned()
-    });
-    checks.push("ends with pg_dump's completion marker".to_owned());
-    checks.push(format!(
-        "psql reported no error (ON_ERROR_STOP) on any of {} connection(s)",
-        stats.jobs
-    ));
+    let checks = crate::job::checks_passed(
+        codec,
+        sha256_verified,
+        format!(
+            "psql reported no error (ON_ERROR_STOP) on any of {} connection(s)",
+            stats.jobs
+        ),
+    );
     let PlainSummary {
         sql_bytes,
         tables,
