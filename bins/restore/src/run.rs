@@ -402,9 +402,9 @@ async fn swap_restore(
     // The point of no return: both renames in one transaction.
     let lock_timeout = std::time::Duration::try_from(args.swap_lock_timeout)
         .unwrap_or(std::time::Duration::from_secs(30));
-    if let Err(e) = swap::swap_in(admin, live, &new, &previous, lock_timeout).await {
-        let state = swap::swap_state(admin, live, &new, &previous).await;
-        match state {
+    if let Err(failure) = swap::swap_in(admin, live, &new, &previous, lock_timeout).await {
+        let e = failure.error;
+        match failure.state {
             swap::SwapState::Swapped => {
                 tracing::warn!("the swap reported an error after both renames: {e}");
             }

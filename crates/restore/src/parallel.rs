@@ -181,17 +181,13 @@ pub async fn load(
             sha256_verified,
             checks,
             tables,
-            clean_warnings: stats_warnings(&pool),
+            clean_warnings: pool.warnings,
             pg_dump_version,
             source_server_version: server_version,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         },
         stats,
     ))
-}
-
-fn stats_warnings(pool: &Pool<'_>) -> u64 {
-    pool.warnings
 }
 
 // ------------------------------------------------------------------------------------------

@@ -271,19 +271,39 @@ pub enum SwapState {
     Unknown,
 }
 
+/// A swap that did not succeed: the state it left, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SwapFailure {
+    /// The state the names are in, read back after the failure.
+    pub state: SwapState,
+    /// [`Error::Database`], its message naming that state.
+    pub error: Error,
+}
+
+impl From<Error> for SwapFailure {
+    /// An error before anything was sent to the server.
+    fn from(error: Error) -> Self {
+        SwapFailure {
+            state: SwapState::Unchanged,
+            error,
+        }
+    }
+}
+
 /// Swaps `new` in as `live`; `live` becomes `previous` (connections refused, kept). No step
 /// waits longer than `lock_timeout` for a lock (another session holding one on the live
 /// database must not leave it refusing connections indefinitely).
 ///
 /// # Errors
-/// [`Error::Database`] naming the state reached ([`SwapState`]) in its message.
+/// [`SwapFailure`] with the state reached ([`SwapState`]), also named in its message.
 pub async fn swap_in(
     admin: &dyn SqlSink,
     live: &str,
     new: &str,
     previous: &str,
     lock_timeout: std::time::Duration,
-) -> Result<()> {
+) -> std::result::Result<(), SwapFailure> {
     let (l, n, p) = (quote_ident(live), quote_ident(new), quote_ident(previous));
     let script = format!(
         "SET lock_timeout = {};\n\
@@ -334,9 +354,12 @@ pub async fn swap_in(
             "the state is unknown: look at the databases {live}, {new} and {previous} before doing anything"
         ),
     };
-    Err(Error::Database {
-        context: format!("swapping {new} in as {live}"),
-        message: format!("{error}; {outcome}"),
+    Err(SwapFailure {
+        state,
+        error: Error::Database {
+            context: format!("swapping {new} in as {live}"),
+            message: format!("{error}; {outcome}"),
+        },
     })
 }
 
