@@ -7,6 +7,11 @@
 #             one transaction over the live database, on one connection)
 #   swap-jN   litemaas-restore … --swap --drop-previous --jobs N   (loaded into a new database on N
 #             connections — N=1: one transaction —, then swapped in for the live one), for N in JOBS
+#   ideal-j2  the floor of any 2-connection loader, not a product: the database recreated, then
+#             `pg_dump --section` files made beforehand, one per table (decompressed, on local disk),
+#             run by 2 psql side by side — pre-data, each table's data, each table's indexes and
+#             constraints, largest first. No loader, no parsing, no download, no decompression:
+#             what PostgreSQL itself needs on these cores.
 # all restoring the same `pg_dump --clean --if-exists` dump over the same live throwaway PostgreSQL 15
 # database (pgbench tables plus a JSONB-heavy table like LiteLLM's spend logs; no partitioned tables, so
 # plain `psql -f` works) from the same S3 test server (moto). The backup object is made once, before the
@@ -83,6 +88,25 @@ gz_bytes=$("$AWS" s3api head-object --bucket "$bucket" --key "$key" --query Cont
 "$AWS" s3 cp --only-show-errors "s3://$bucket/$key" - | gunzip >"$tmp/limit.sql"
 raw_bytes=$(stat -c %s "$tmp/limit.sql")
 echo "compare-restore: s3://$bucket/$key: $gz_bytes bytes, plain dump $raw_bytes bytes" >&2
+# The floor's input: each table's data and post-data as their own files, largest first.
+mkdir -p "$tmp/ideal"
+"$PG_BIN/pg_dump" --section=pre-data >"$tmp/ideal/pre.sql"
+tables=$("$PSQL" -X -A -t -c "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+  WHERE schemaname = 'public' ORDER BY pg_total_relation_size(format('%I.%I', schemaname, tablename)::regclass) DESC")
+i=0
+while IFS= read -r t; do
+  i=$((i + 1))
+  "$PG_BIN/pg_dump" --section=data -t "$t" >"$tmp/ideal/data-$(printf %03d $i).sql"
+  "$PG_BIN/pg_dump" --section=post-data -t "$t" >"$tmp/ideal/post-$(printf %03d $i).sql"
+done <<<"$tables"
+ideal() { # the database recreated, then the section files on 2 psql side by side
+  "$PSQL" -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE litemaas WITH (FORCE)" -c "CREATE DATABASE litemaas" \
+    && "$PSQL" -X -q -v ON_ERROR_STOP=1 -f "$tmp/ideal/pre.sql" \
+    && ls "$tmp"/ideal/data-*.sql | xargs -P 2 -n 1 "$PSQL" -X -q -v ON_ERROR_STOP=1 -f \
+    && ls "$tmp"/ideal/post-*.sql | xargs -P 2 -n 1 "$PSQL" -X -q -v ON_ERROR_STOP=1 -f
+}
+export -f ideal
+export tmp PSQL
 
 # --- the runs ---------------------------------------------------------------------------------------
 results="$tmp/results.tsv"
@@ -115,12 +139,13 @@ for run in $(seq 1 "$RUNS"); do
   rm -f "$tmp/d.sql" "$tmp/d.sql.gz"
   measure ours "'$OURS' --bucket $bucket --key '$key' --yes --json > '$tmp/ours.json' 2> '$tmp/ours.err'"
   for j in $JOBS; do
-    measure "swap-j$j" "'$OURS' --bucket $bucket --key '$key' --swap --drop-previous --jobs $j --yes > /dev/null 2> '$tmp/swap-j$j.err'"
+    measure "swap-j$j" "'$OURS' --bucket $bucket --key '$key' --swap --drop-previous --jobs $j --yes --json > '$tmp/swap-j$j.json' 2> '$tmp/swap-j$j.err'"
   done
+  measure ideal-j2 "ideal > /dev/null 2> '$tmp/ideal-j2.err'"
 done
 
-python3 - "$results" "$raw_bytes" "$gz_bytes" "$(nproc)" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
-import statistics, sys
+python3 - "$results" "$raw_bytes" "$gz_bytes" "$(nproc)" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$tmp" <<'PY'
+import json, os, statistics, sys
 rows, errors = {}, {}
 for line in open(sys.argv[1]):
     name, times, errs = line.rstrip("\n").split("\t")
@@ -136,7 +161,8 @@ print("| command | wall s | CPU s | peak RSS MiB | this / `psql -f` | this / ori
 print("|---|---:|---:|---:|---:|---:|")
 labels = {"limit": "`psql -f d.sql` (the limit: already downloaded and decompressed)",
           "original": "original: `aws s3 cp d.sql.gz; gunzip; psql -f`",
-          "ours": "`litemaas-restore --yes` (one transaction, in place)"}
+          "ours": "`litemaas-restore --yes` (one transaction, in place)",
+          "ideal-j2": "floor of any 2-connection loader: `pg_dump --section` files per table, 2 psql side by side"}
 for name in rows:
     if name.startswith("swap-j"):
         j = name[len("swap-j"):]
@@ -144,6 +170,13 @@ for name in rows:
 for name in rows:
     wall, cpu, rss = med[name]
     print(f"| {labels[name]} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {wall / limit:.2f} | {wall / original:.2f} |")
+for name in rows:
+    path = f"{sys.argv[7]}/{name}.json"
+    if name.startswith("swap-j") and os.path.exists(path) and "parallel" in json.load(open(path)):
+        p = json.load(open(path))["parallel"]["phases"]
+        print(f"\n{labels[name]}, last run's phases: before the data {p['pre_data_ms'] / 1000:.1f} s, "
+              f"data {p['data_ms'] / 1000:.1f} s, after the data {p['post_data_ms'] / 1000:.1f} s", end="")
+print()
 bad = {n: e for n, e in errors.items() if e}
 if bad:
     print(f"\nERROR lines on stderr (all runs): {bad}")

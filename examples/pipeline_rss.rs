@@ -15,7 +15,7 @@
 //!   upload;
 //! - `--trace`: the RSS and thread count every half second, on stderr.
 //!
-//! Output, one line: `stage=backup codec=gzip:6 raw_bytes=… stored_bytes=… sha256=<first 12>
+//! Output, one line: `stage=backup codec=gzip:4 raw_bytes=… stored_bytes=… sha256=<first 12>
 //! secs=… base_kib=… peak_kib=… max_threads=…`. `base_kib` is the RSS once the generator's
 //! 4 MiB pool is built, before the backup starts (it is part of the peak).
 #![allow(missing_docs)]

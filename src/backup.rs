@@ -18,7 +18,7 @@ use crate::record::{IntegrityRecord, RECORD_FORMAT, dump_key, record_key};
 pub struct BackupOptions {
     /// Key prefix (default `litemaas-backups`).
     pub prefix: String,
-    /// Codec (default gzip level 6).
+    /// Codec (default gzip level 4 in libdeflate: [`Compression::default`]).
     pub compression: Compression,
     /// Compression threads and block size.
     pub compress: CompressOptions,

@@ -311,10 +311,14 @@ async fn restore_holding(
     }
     if let Some(stats) = &stats {
         eprintln!(
-            "  loaded on {} connection(s): {} COPY piece(s), {} index(es)/constraint(s) side by side{}",
+            "  loaded on {} connection(s): {} COPY piece(s), {} index(es)/constraint(s) side by side \
+             (before the data {:.1} s, data {:.1} s, after the data {:.1} s){}",
             stats.jobs,
             stats.copy_pieces,
             stats.parallel_objects,
+            stats.phases.pre_data_ms as f64 / 1000.0,
+            stats.phases.data_ms as f64 / 1000.0,
+            stats.phases.post_data_ms as f64 / 1000.0,
             stats
                 .serial_from
                 .as_ref()

@@ -80,6 +80,20 @@ pub struct ParallelStats {
     pub parallel_objects: u64,
     /// Why the rest of the dump was run in order on one connection, if it was.
     pub serial_from: Option<String>,
+    /// Wall time of each part of the dump, from the start of the load to its end.
+    pub phases: PhaseTimes,
+}
+
+/// Wall time spent in each part of a dump, in milliseconds. A part ends when all its work
+/// has finished on every connection (the barrier before the next part).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PhaseTimes {
+    /// Connecting, then the definitions before the data (run in order).
+    pub pre_data_ms: u64,
+    /// The `COPY` blocks and sequence values.
+    pub data_ms: u64,
+    /// Indexes, constraints, triggers, foreign keys, grants: everything after the data.
+    pub post_data_ms: u64,
 }
 
 /// Loads a plain pg_dump (as stored: gzip, zstd or plain) into `sink`'s database, which must
@@ -203,8 +217,9 @@ enum Op {
     Parallel { sql: Vec<Bytes>, balanced: bool },
     /// A COPY piece (counted apart).
     Copy(Vec<Bytes>),
-    /// Everything sent so far must finish before anything after it starts.
-    Barrier,
+    /// Everything sent so far must finish before anything after it starts: the dump's next
+    /// part begins.
+    Barrier(Phase),
     /// From here on everything runs in order on the primary connection.
     SerialFrom(String),
 }
@@ -586,7 +601,7 @@ impl Splitter {
             phase
         };
         if phase != self.phase {
-            ops.push(Op::Barrier);
+            ops.push(Op::Barrier(phase));
             self.phase = phase;
         }
         self.hold(line);
@@ -710,6 +725,8 @@ struct Pool<'a> {
     next: usize,
     stats: ParallelStats,
     warnings: u64,
+    /// The part of the dump being run, and since when.
+    phase: (Phase, Instant),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -740,7 +757,20 @@ impl<'a> Pool<'a> {
                 ..ParallelStats::default()
             },
             warnings: 0,
+            phase: (Phase::Pre, Instant::now()),
         }
+    }
+
+    /// The part of the dump in `self.phase` has finished: its time is counted, `next` begins.
+    fn enter(&mut self, next: Phase) {
+        let (phase, since) = std::mem::replace(&mut self.phase, (next, Instant::now()));
+        let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let times = &mut self.stats.phases;
+        *match phase {
+            Phase::Pre => &mut times.pre_data_ms,
+            Phase::Data => &mut times.data_ms,
+            Phase::Post => &mut times.post_data_ms,
+        } += ms;
     }
 
     async fn start(&mut self) -> Result<()> {
@@ -812,7 +842,10 @@ impl<'a> Pool<'a> {
                 self.parallel(sql, false, settings).await?;
                 self.stats.copy_pieces += 1;
             }
-            Op::Barrier => self.barrier().await?,
+            Op::Barrier(phase) => {
+                self.barrier().await?;
+                self.enter(phase);
+            }
             Op::SerialFrom(why) => {
                 self.barrier().await?;
                 tracing::info!("from here on in order on one connection: {why}");
@@ -951,6 +984,7 @@ impl<'a> Pool<'a> {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        self.enter(self.phase.0);
         self.warnings = ended.iter().map(|e| e.warnings).sum();
         Ok(self.stats.clone())
     }
@@ -1029,7 +1063,7 @@ mod tests {
                 } => ("balanced", sql),
                 Op::Parallel { sql, .. } => ("parallel", sql),
                 Op::Copy(p) => ("copy", p),
-                Op::Barrier => ("barrier", Vec::new()),
+                Op::Barrier(_) => ("barrier", Vec::new()),
                 Op::SerialFrom(why) => ("serial-from", vec![Bytes::from(why)]),
             };
             let text = String::from_utf8(parts.concat()).unwrap();

@@ -132,6 +132,13 @@ async fn same_as_psql_f(prefix: &str, sql: &str, pieces: bool) {
         let db = pg().create_database(&format!("{prefix}-j{jobs}")).unwrap();
         let (report, stats) = load(&db, gzip(&dump), jobs).await.unwrap();
         assert_eq!(stats.serial_from, None, "jobs {jobs}: {stats:?}");
+        // The phases are parts of the whole load, counted once each.
+        let p = stats.phases;
+        assert!(
+            p.pre_data_ms + p.data_ms + p.post_data_ms <= report.duration_ms,
+            "{p:?} in {} ms",
+            report.duration_ms
+        );
         assert!(
             report
                 .checks
