@@ -409,8 +409,12 @@ async fn swap_restore(
     if let Err(failure) = swap::swap_in(admin, live, &new, &previous, lock_timeout).await {
         let e = failure.error;
         match failure.state {
+            // Past the point of no return: the answer was lost, not the swap. Read back from
+            // pg_database, both renames happened; the restore stands.
             swap::SwapState::Swapped => {
-                tracing::warn!("the swap reported an error after both renames: {e}");
+                eprintln!(
+                    "warning: the swap reported an error, but pg_database shows both renames happened: {live} is the restored database ({e})"
+                );
             }
             swap::SwapState::Unchanged => {
                 let dropped = drop_note(admin, &new).await;

@@ -938,6 +938,145 @@ async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
     assert_eq!(databases_like(&format!("{db}_")), Vec::<String>::new());
 }
 
+/// A psql that fails where a real one might, past the swap's point of no return. Its input
+/// passes through unchanged (streamed: the loader's sessions keep working).
+/// - `LOSE_ANSWER_AFTER`: a script containing this text runs, then psql exits 2 as if the
+///   connection was lost before the answer arrived;
+/// - `FAIL_FIRST_LINE`: a script whose first line contains this text does not run; psql exits 3
+///   with an SQL error.
+///
+/// Each fault is logged to `$FAULT_LOG`, the witness that it happened.
+fn faulty_psql(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("faulty-psql");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+IFS= read -r first || true
+if [ -n "${{FAIL_FIRST_LINE:-}}" ]; then
+  case "$first" in *"$FAIL_FIRST_LINE"*)
+    cat >/dev/null
+    echo "failed: $first" >>"$FAULT_LOG"
+    echo "psql:<stdin>:1: ERROR:  injected failure" >&2
+    exit 3;;
+  esac
+fi
+copy=$(mktemp)
+{{ printf '%s\n' "$first"; cat; }} | tee "$copy" | '{psql}' "$@"
+rc=$?
+if [ -n "${{LOSE_ANSWER_AFTER:-}}" ] && grep -qF -- "$LOSE_ANSWER_AFTER" "$copy"; then
+  rm -f "$copy"
+  echo "lost the answer to: $LOSE_ANSWER_AFTER" >>"$FAULT_LOG"
+  echo "psql: error: connection to server was lost" >&2
+  exit 2
+fi
+rm -f "$copy"
+exit $rc
+"#,
+            psql = pg().bin_dir().join("psql").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_swap_a_lost_answer_or_a_failed_drop_keeps_the_restore_and_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-swap-late").await;
+    let db = dressed_db("restore_swap_late", "swap_owner3");
+    let original = pg().dump_for_comparison(&db).unwrap();
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    let before = profile(&db);
+    let psql = faulty_psql(home.path());
+    let log = home.path().join("faults.log");
+    let swap = |fault: (&str, &str)| {
+        let out = restore_cmd(home.path(), &db)
+            .env("LITEMAAS_PSQL", &psql)
+            .env("FAULT_LOG", &log)
+            .env(fault.0, fault.1)
+            .args(["--bucket", store.bucket(), "--key", &key])
+            .args([
+                "--swap",
+                "--drop-previous",
+                "--jobs",
+                "2",
+                "--yes",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let faults = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::remove_file(&log).ok();
+        (out, faults)
+    };
+
+    // The swap commits, then its answer is lost: pg_database is read back, both renames
+    // happened, so the restore stands (exit 0, a warning) and --drop-previous still runs.
+    change(&db);
+    let (out, faults) = swap(("LOSE_ANSWER_AFTER", "RENAME TO"));
+    assert_eq!(
+        faults, "lost the answer to: RENAME TO\n",
+        "the fault happened"
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: the swap reported an error, but pg_database shows both renames happened"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("connection to server was lost"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["swap"]["previous_dropped"], true, "{json}");
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
+    assert_eq!(profile(&db), before);
+    assert_eq!(databases_like(&format!("{db}_")), Vec::<String>::new());
+
+    // The swap commits, then dropping the previous database fails: the restore stands (exit
+    // 0: running it again would restore twice), the warning names the database kept, and
+    // --json says it was not dropped.
+    change(&db);
+    let changed = pg().dump_for_comparison(&db).unwrap();
+    let (out, faults) = swap(("FAIL_FIRST_LINE", "_previous_"));
+    assert!(
+        faults.starts_with("failed: DROP DATABASE IF EXISTS"),
+        "the fault happened: {faults}"
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["swap"]["previous_dropped"], false, "{json}");
+    let previous = json["swap"]["previous"].as_str().unwrap().to_owned();
+    assert!(
+        err.contains(&format!(
+            "warning: the restored database is in place, but dropping the previous one, {previous}, failed"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("injected failure"), "{err}");
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
+    assert_eq!(profile(&db), before);
+    assert_eq!(databases_like(&format!("{db}_")), vec![previous.clone()]);
+    assert!(
+        profile(&previous).contains("|f|"),
+        "kept refusing connections"
+    );
+    pg().psql(
+        "postgres",
+        &format!("ALTER DATABASE {previous} ALLOW_CONNECTIONS true"),
+    )
+    .unwrap();
+    assert_eq!(
+        pg().dump_for_comparison(&previous).unwrap(),
+        changed,
+        "the previous database is intact, for a rollback"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_over_the_live_database_in_place_is_refused() {
     let home = tempfile::tempdir().unwrap();
