@@ -183,6 +183,34 @@ fn sibling_name(live: &str, what: &str, stamp: &str) -> String {
     format!("{}{suffix}", &live[..keep])
 }
 
+/// Names for the new and the previous database that no database has yet: `<live>_restore_<time>`
+/// and `<live>_previous_<time>`, with `_2`, `_3`… added when a restore in the same second (a
+/// retry, say) left one of them.
+async fn free_sibling_names(admin: &dyn SqlSink, live: &str) -> restore::Result<(String, String)> {
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
+    for n in 1..=20 {
+        let stamp = if n == 1 {
+            stamp.clone()
+        } else {
+            format!("{stamp}_{n}")
+        };
+        let new = sibling_name(live, "restore", &stamp);
+        let previous = sibling_name(live, "previous", &stamp);
+        if !restore::database_exists(admin, &new).await?
+            && !restore::database_exists(admin, &previous).await?
+        {
+            return Ok((new, previous));
+        }
+    }
+    Err(restore::Error::Database {
+        context: format!("naming the new database beside {live}"),
+        message: format!(
+            "{} and 19 other names are taken",
+            sibling_name(live, "previous", &stamp)
+        ),
+    })
+}
+
 /// What `--json` prints for a restore.
 #[derive(Serialize)]
 struct RestoreJson<'a> {
@@ -376,9 +404,9 @@ async fn swap_restore(
     let profile = DatabaseProfile::read(admin, live)
         .await
         .context("not restoring; nothing was changed")?;
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
-    let new = sibling_name(live, "restore", &stamp);
-    let previous = sibling_name(live, "previous", &stamp);
+    let (new, previous) = free_sibling_names(admin, live)
+        .await
+        .context("not restoring; nothing was changed")?;
     profile
         .create_like(admin, &new)
         .await

@@ -710,7 +710,7 @@ fn dressed_db(prefix: &str, owner: &str) -> String {
         "postgres",
         &format!(
             "DO $$ BEGIN CREATE ROLE {owner} LOGIN CREATEDB PASSWORD 'owner-pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-             DO $$ BEGIN CREATE ROLE swap_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             DO $$ BEGIN CREATE ROLE swap_reader; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
              ALTER DATABASE {db} OWNER TO {owner}; \
              REVOKE ALL ON DATABASE {db} FROM PUBLIC; \
              GRANT CONNECT, TEMPORARY ON DATABASE {db} TO swap_reader; \
@@ -722,6 +722,26 @@ fn dressed_db(prefix: &str, owner: &str) -> String {
     )
     .unwrap();
     db
+}
+
+/// The previous database after a swap: refusing connections, and (once allowed again) holding
+/// what the live database held before the swap (`content`), ready for a rollback.
+fn assert_previous_kept(previous: &str, content: &str) {
+    assert!(
+        profile(previous).contains("|f|"),
+        "the previous database refuses connections: {}",
+        profile(previous)
+    );
+    pg().psql(
+        "postgres",
+        &format!("ALTER DATABASE {previous} ALLOW_CONNECTIONS true"),
+    )
+    .unwrap();
+    assert_eq!(
+        pg().dump_for_comparison(previous).unwrap(),
+        content,
+        "the previous database is kept as it was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -795,21 +815,7 @@ async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_t
         before,
         "owner, grants, settings and comment carried over"
     );
-    assert!(
-        profile(&previous).contains("|f|"),
-        "the previous database refuses connections: {}",
-        profile(&previous)
-    );
-    pg().psql(
-        "postgres",
-        &format!("ALTER DATABASE {previous} ALLOW_CONNECTIONS true"),
-    )
-    .unwrap();
-    assert_eq!(
-        pg().dump_for_comparison(&previous).unwrap(),
-        changed,
-        "the previous database is kept as it was"
-    );
+    assert_previous_kept(&previous, &changed);
     let client = client.wait_with_output().unwrap();
     assert!(
         !client.status.success(),
@@ -825,7 +831,23 @@ async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_t
         Vec::<String>::new()
     );
 
-    // Again with --drop-previous: only the live database remains.
+    // Again with --drop-previous, while databases already hold the names a restore in this
+    // second and the next ones would take (left by a restore a moment ago, say): other names are
+    // chosen, those databases are not touched, and only the live database and them remain.
+    let now = jiff::Timestamp::now().as_second();
+    let taken: Vec<String> = (0..6)
+        .map(|s| {
+            let stamp = jiff::Timestamp::from_second(now + s)
+                .unwrap()
+                .strftime("%Y%m%d_%H%M%S");
+            format!("{db}_previous_{stamp}")
+        })
+        .filter(|name| *name != previous)
+        .inspect(|name| {
+            pg().psql("postgres", &format!("CREATE DATABASE {name}"))
+                .unwrap();
+        })
+        .collect();
     let out = restore_cmd(home.path(), &db)
         .args([
             "--bucket",
@@ -841,10 +863,13 @@ async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_t
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
     assert_eq!(profile(&db), before);
+    let mut left = vec![previous];
+    left.extend(taken);
+    left.sort();
     assert_eq!(
         databases_like(&format!("{db}_")),
-        vec![previous],
-        "only the first run's previous database is left"
+        left,
+        "only the first run's previous database and the ones made beforehand are left"
     );
 }
 
@@ -1041,9 +1066,9 @@ async fn past_the_swap_a_lost_answer_or_a_failed_drop_keeps_the_restore_and_says
     // --json says it was not dropped.
     change(&db);
     let changed = pg().dump_for_comparison(&db).unwrap();
-    let (out, faults) = swap(("FAIL_FIRST_LINE", "_previous_"));
+    let (out, faults) = swap(("FAIL_FIRST_LINE", "DROP DATABASE"));
     assert!(
-        faults.starts_with("failed: DROP DATABASE IF EXISTS"),
+        faults.starts_with(&format!("failed: DROP DATABASE IF EXISTS \"{db}_previous_")),
         "the fault happened: {faults}"
     );
     let err = stderr(&out);
@@ -1061,20 +1086,7 @@ async fn past_the_swap_a_lost_answer_or_a_failed_drop_keeps_the_restore_and_says
     assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
     assert_eq!(profile(&db), before);
     assert_eq!(databases_like(&format!("{db}_")), vec![previous.clone()]);
-    assert!(
-        profile(&previous).contains("|f|"),
-        "kept refusing connections"
-    );
-    pg().psql(
-        "postgres",
-        &format!("ALTER DATABASE {previous} ALLOW_CONNECTIONS true"),
-    )
-    .unwrap();
-    assert_eq!(
-        pg().dump_for_comparison(&previous).unwrap(),
-        changed,
-        "the previous database is intact, for a rollback"
-    );
+    assert_previous_kept(&previous, &changed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
