@@ -81,17 +81,20 @@ async fn pod(name: &str) -> Pod {
 
 impl Pod {
     fn restore(&self, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_litemaas-restore"))
-            .env_clear()
+        self.restore_cmd(extra).output().unwrap()
+    }
+
+    fn restore_cmd(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_litemaas-restore"));
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
             .env("KUBECONFIG", self.api.kubeconfig_path())
             .envs(S3Server::shared().env())
             .args(["--namespace", NS, "--bucket", self.store.bucket()])
             .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        cmd
     }
 
     async fn backup(&self) -> String {
@@ -260,5 +263,89 @@ async fn a_held_lease_refuses_the_restore() {
         "{err}"
     );
     assert!(p.api.exec_log().is_empty(), "nothing ran in the pod");
+    assert_eq!(pg.dump_for_comparison(&p.db).unwrap(), before);
+}
+
+/// Waits (at most 30 s) until the number of server sessions matching `condition` satisfies
+/// `done`.
+fn sessions_until(condition: &str, what: &str, done: impl Fn(u64) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: u64 = PgCluster::shared()
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE {condition}"),
+            )
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if done(n) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {n} session(s) after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_in_the_pod_stopped_while_waiting_for_a_lock_leaves_no_session_behind() {
+    let pg = PgCluster::shared();
+    let p = pod("restore-pod-lock").await;
+    let key = p.backup().await;
+    change(&p.db);
+    let before = pg.dump_for_comparison(&p.db).unwrap();
+    let mut blocker = pg
+        .command("psql")
+        .args([
+            "-X",
+            "-d",
+            &p.db,
+            "-c",
+            "BEGIN; SELECT count(*) FROM spend_logs; SELECT pg_sleep(120);",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = &p.db;
+    sessions_until(
+        &format!("datname = '{db}' AND query LIKE 'BEGIN; SELECT count(*) FROM spend_logs%'"),
+        "the blocker",
+        |n| n > 0,
+    );
+    let waiting = format!("datname = '{db}' AND wait_event_type = 'Lock'");
+    let child = p
+        .restore_cmd(&["--key", &key, "--yes"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sessions_until(&waiting, "the restore waiting for its lock", |n| n > 0);
+    let execs = p.api.exec_log().len();
+
+    // SAFETY: signalling our own child.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let stopped = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(stopped.elapsed() < Duration::from_secs(20), "{err}");
+    // Ending the exec stream only closes psql's stdin in the pod, which a psql stuck in a
+    // statement does not read: the restore ended its server session through an exec of its own.
+    assert_eq!(p.api.exec_log().len(), execs + 1, "one more exec: the stop");
+    sessions_until(&waiting, "sessions waiting for a lock", |n| n == 0);
+    pg.psql(
+        &p.db,
+        "SET lock_timeout = '2s'; SELECT count(*) FROM users; SELECT count(*) FROM api_keys;",
+    )
+    .unwrap();
+    let _ = blocker.kill();
+    let _ = blocker.wait();
     assert_eq!(pg.dump_for_comparison(&p.db).unwrap(), before);
 }

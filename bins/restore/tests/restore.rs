@@ -53,6 +53,37 @@ fn assert_one_clear_line(out: &Output, what: &[&str]) {
     assert!(out.stdout.is_empty(), "nothing on stdout after a failure");
 }
 
+/// Waits (at most 30 s) until a server session matches `condition` on pg_stat_activity;
+/// `what` names it in the failure.
+fn wait_for_activity(condition: &str, what: &str) {
+    sessions_until(condition, what, |n| n > 0);
+}
+
+/// Waits (at most 30 s) until the number of server sessions matching `condition` on
+/// pg_stat_activity satisfies `done`.
+fn sessions_until(condition: &str, what: &str, done: impl Fn(u64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: u64 = pg()
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE {condition}"),
+            )
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if done(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {n} session(s) after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn sample_db(prefix: &str) -> String {
     let db = pg().create_database(prefix).unwrap();
     pg().seed_sample(&db).unwrap();
@@ -567,23 +598,7 @@ async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
         }
         let child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         // Wait until the load is under way (its COPY is running), then SIGTERM.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let copying = pg()
-                .psql(
-                    "postgres",
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'",
-                )
-                .unwrap();
-            if copying.trim() != "0" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the restore never started its COPY"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_activity("query LIKE 'COPY public.big%'", "the restore's COPY");
         // SAFETY: signalling our own child.
         #[allow(unsafe_code)]
         unsafe {
@@ -608,6 +623,68 @@ async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
         );
         assert!(scratch_databases("scratch_signal").is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_locks() {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket("restore-lock").await;
+    let db = sample_db("restore_lock");
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    let before = pg().dump_for_comparison(&db).unwrap();
+    // An application's open transaction that read spend_logs: the restore's DROP of it waits,
+    // holding the locks it took before (on the tables it dropped already, say).
+    let mut blocker = pg()
+        .command("psql")
+        .args([
+            "-X",
+            "-d",
+            &db,
+            "-c",
+            "BEGIN; SELECT count(*) FROM spend_logs; SELECT pg_sleep(120);",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_activity(
+        &format!("datname = '{db}' AND query LIKE 'BEGIN; SELECT count(*) FROM spend_logs%'"),
+        "the blocker",
+    );
+    let waiting = format!("datname = '{db}' AND wait_event_type = 'Lock'");
+    let child = restore_cmd(home.path(), &db)
+        .args(["--bucket", store.bucket(), "--key", &key, "--yes"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_activity(&waiting, "the restore waiting for its lock");
+
+    // SAFETY: signalling our own child.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let stopped = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "the restore took {:?} to stop",
+        stopped.elapsed()
+    );
+    // psql, stuck in the DROP, never read the end of its input: its server session was ended
+    // for it, so nothing waits for a lock and every table is usable at once.
+    sessions_until(&waiting, "sessions waiting for a lock", |n| n == 0);
+    pg().psql(
+        &db,
+        "SET lock_timeout = '2s'; SELECT count(*) FROM users; SELECT count(*) FROM api_keys;",
+    )
+    .unwrap();
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    assert_eq!(pg().dump_for_comparison(&db).unwrap(), before);
 }
 
 /// `(metric, part) → value` of the metrics file, as Prometheus reads it.
@@ -706,12 +783,13 @@ fn databases_like(prefix: &str) -> Vec<String> {
 /// A live database owned by its own role, with grants, settings and a comment.
 fn dressed_db(prefix: &str, owner: &str) -> String {
     let db = sample_db(prefix);
+    pg().ensure_role(owner, "LOGIN CREATEDB PASSWORD 'owner-pw'")
+        .unwrap();
+    pg().ensure_role("swap_reader", "").unwrap();
     pg().psql(
         "postgres",
         &format!(
-            "DO $$ BEGIN CREATE ROLE {owner} LOGIN CREATEDB PASSWORD 'owner-pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-             DO $$ BEGIN CREATE ROLE swap_reader; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
-             ALTER DATABASE {db} OWNER TO {owner}; \
+            "ALTER DATABASE {db} OWNER TO {owner}; \
              REVOKE ALL ON DATABASE {db} FROM PUBLIC; \
              GRANT CONNECT, TEMPORARY ON DATABASE {db} TO swap_reader; \
              ALTER DATABASE {db} SET work_mem TO '7MB'; \
@@ -763,19 +841,10 @@ async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_t
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while pg()
-        .psql(
-            "postgres",
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE '%pg_sleep%'"),
-        )
-        .unwrap()
-        .trim()
-        == "0"
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "client never connected");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_activity(
+        &format!("datname = '{db}' AND query LIKE '%pg_sleep%'"),
+        "the client",
+    );
 
     let out = restore_cmd(home.path(), &db)
         .args([
@@ -919,22 +988,7 @@ async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while pg()
-        .psql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; COMMENT%'",
-        )
-        .unwrap()
-        .trim()
-        == "0"
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "blocker never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_activity("query LIKE 'BEGIN; COMMENT%'", "the blocker");
     let out = restore_cmd(home.path(), &db)
         .args([
             "--bucket",
@@ -967,8 +1021,8 @@ async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
 /// passes through unchanged (streamed: the loader's sessions keep working).
 /// - `LOSE_ANSWER_AFTER`: a script containing this text runs, then psql exits 2 as if the
 ///   connection was lost before the answer arrived;
-/// - `FAIL_FIRST_LINE`: a script whose first line contains this text does not run; psql exits 3
-///   with an SQL error.
+/// - `FAIL_FIRST_LINE`: a script whose first statement (after the session's question for its
+///   backend's process id) contains this text does not run; psql exits 3 with an SQL error.
 ///
 /// Each fault is logged to `$FAULT_LOG`, the witness that it happened.
 fn faulty_psql(dir: &Path) -> std::path::PathBuf {
@@ -977,6 +1031,7 @@ fn faulty_psql(dir: &Path) -> std::path::PathBuf {
         &path,
         format!(
             r#"#!/bin/sh
+IFS= read -r pid || true
 IFS= read -r first || true
 if [ -n "${{FAIL_FIRST_LINE:-}}" ]; then
   case "$first" in *"$FAIL_FIRST_LINE"*)
@@ -987,7 +1042,7 @@ if [ -n "${{FAIL_FIRST_LINE:-}}" ]; then
   esac
 fi
 copy=$(mktemp)
-{{ printf '%s\n' "$first"; cat; }} | tee "$copy" | '{psql}' "$@"
+{{ printf '%s\n%s\n' "$pid" "$first"; cat; }} | tee "$copy" | '{psql}' "$@"
 rc=$?
 if [ -n "${{LOSE_ANSWER_AFTER:-}}" ] && grep -qF -- "$LOSE_ANSWER_AFTER" "$copy"; then
   rm -f "$copy"

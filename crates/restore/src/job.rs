@@ -37,6 +37,10 @@ pub(crate) const COMMITTED: &str = "litemaas-restore: committed";
 /// (a local psql is then killed; either way the transaction is rolled back).
 const EXIT_GRACE: Duration = Duration::from_secs(60);
 
+/// How long psql may take to exit at the end of its input before its server session is
+/// ended for it.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// How a restore runs.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -147,10 +151,22 @@ pub async fn restore(
         let sha256 = input::check_stored(&seen, &options.expected).map_err(Step::Input)?;
         Ok((summary, sha256, seen.bytes))
     });
+    // Every check passed. Before COMMIT, psql must have run everything before it: a statement
+    // still waiting (for a lock an application holds, say) may wait for long, and until COMMIT
+    // is sent a cancellation still undoes it all. Once COMMIT is sent it runs, whatever
+    // happens to us.
+    let verdict = match verdict {
+        Ok(v) => tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(Step::Input(Error::Cancelled)),
+            ran = session.sync() => ran.map(|()| v).map_err(|_| Step::Psql),
+        },
+        Err(step) => Err(step),
+    };
     let (summary, sha256, stored_bytes) = match verdict {
         Ok(v) => v,
         Err(step) => {
-            let ended = end_without_commit(session).await;
+            let ended = end_without_commit(session, sink).await;
             return Err(match (step, ended) {
                 // psql stopped first: its error is the cause.
                 (Step::Psql, Some(ended)) => psql_error(&target, &ended),
@@ -165,11 +181,11 @@ pub async fn restore(
         }
     };
     if cancel.is_cancelled() {
-        end_without_commit(session).await;
+        end_without_commit(session, sink).await;
         return Err(Error::Cancelled);
     }
 
-    // Every check passed: COMMIT, then the confirmation that it happened.
+    // COMMIT, then the confirmation that it happened.
     let commit_line = lines_sent + 1;
     let tail = format!("{COMMIT}\nSELECT '{COMMITTED}';\n");
     // A failed write means psql is gone; how it ended says why.
@@ -281,9 +297,35 @@ pub(crate) async fn read_chunk(sql: &mut Pin<Box<dyn AsyncRead + Send>>) -> Resu
 }
 
 /// Ends psql's input without COMMIT, so the transaction is rolled back, and waits (bounded)
-/// until psql has exited.
-pub(crate) async fn end_without_commit(session: Box<dyn SqlSession>) -> Option<Ended> {
-    match tokio::time::timeout(EXIT_GRACE, session.finish()).await {
+/// until psql has exited. A psql still in a statement after [`STOP_GRACE`] (its backend
+/// waiting for a lock, say, while holding others) does not read that end: its backend is
+/// ended through a session of its own ([`stop_backend`](crate::sink::stop_backend)).
+pub(crate) async fn end_without_commit(
+    session: Box<dyn SqlSession>,
+    sink: &dyn SqlSink,
+) -> Option<Ended> {
+    let pid = session.backend_pid();
+    let mut finishing = session.finish();
+    let finished = match tokio::time::timeout(STOP_GRACE, &mut finishing).await {
+        Ok(finished) => Ok(finished),
+        Err(_) => {
+            match pid {
+                Some(pid) => match crate::sink::stop_backend(sink, pid).await {
+                    Ok(()) => tracing::info!(
+                        "psql was still running a statement {STOP_GRACE:?} after the end of its input: its server session ({pid}) was ended"
+                    ),
+                    Err(e) => tracing::warn!(
+                        "psql is still running a statement and its server session ({pid}) could not be ended: {e}"
+                    ),
+                },
+                None => tracing::warn!(
+                    "psql is still running a statement and did not say which server session is its own"
+                ),
+            }
+            tokio::time::timeout(EXIT_GRACE, finishing).await
+        }
+    };
+    match finished {
         Ok(Ok(ended)) => Some(ended),
         Ok(Err(e)) => {
             tracing::warn!("psql did not end cleanly: {e}");

@@ -12,9 +12,12 @@
 //! 4. psql, run with `ON_ERROR_STOP`, reported no error.
 //!
 //! That holds by construction (see [`restore()`]): the tool opens the transaction itself and
-//! sends `COMMIT` only after the checks; psql is never run with `--single-transaction`, whose
-//! end of input means COMMIT. Any failure, a cancellation, a killed tool or a dropped exec
-//! stream ends psql's input without COMMIT, and PostgreSQL rolls everything back. The clean
+//! sends `COMMIT` only after the checks and after psql ran everything before it (so a restore
+//! waiting for a lock can still be cancelled); psql is never run with `--single-transaction`,
+//! whose end of input means COMMIT. Any failure, a cancellation, a killed tool or a dropped exec
+//! stream ends psql's input without COMMIT, and PostgreSQL rolls everything back; a psql stuck
+//! in a statement, which does not read that end, has its server session ended for it
+//! ([`stop_backend`]). The clean
 //! (DROP) section of a `--clean` dump is made harmless ([`plain::PlainFilter`]) while every
 //! CREATE, COPY and ALTER after it keeps `ON_ERROR_STOP`.
 //!
@@ -59,7 +62,7 @@ pub use input::{Codec, Expected};
 pub use job::{RestoreOptions, RestoreReport, restore};
 #[cfg(feature = "kube")]
 pub use pod::PodPsql;
-pub use sink::{Ended, LocalPsql, MemorySink, SqlSession, SqlSink};
+pub use sink::{Ended, LocalPsql, MemorySink, SqlSession, SqlSink, stop_backend};
 pub use verify::{
     ServerInfo, TableCount, count_rows, create_database, database_exists, drop_database,
     quote_ident, quote_literal, server_info,

@@ -954,7 +954,7 @@ impl<'a> Pool<'a> {
             drop(worker.to);
             match worker.task.await {
                 Ok((session, _)) => {
-                    if let Some(e) = crate::job::end_without_commit(session).await {
+                    if let Some(e) = crate::job::end_without_commit(session, self.sink).await {
                         ended.push(e);
                     }
                 }

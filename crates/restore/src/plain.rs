@@ -342,7 +342,7 @@ impl PlainFilter {
 }
 
 /// A reader that passes bytes through unchanged while a [`PlainFilter`] reads them: for
-/// counting the rows of each table while a dump is taken. [`PlainTap::summary`] says what it
+/// counting the rows of each table while a dump is taken. [`TapResult::summary`] says what it
 /// learnt once the reader ended (`None` if the bytes were no whole pg_dump dump).
 #[derive(Debug)]
 pub struct PlainTap<R> {

@@ -150,7 +150,7 @@ impl SqlSink for PodPsql {
             process,
             status,
             program: format!("psql in pod {}/{}", self.at.namespace, self.at.pod),
-            pipes: Pipes::new(stdin, stdout, stderr),
+            pipes: Pipes::new(stdin, stdout, stderr).await,
         }))
     }
 }
@@ -176,6 +176,10 @@ impl SqlSession for PodSession {
 
     async fn sync(&mut self) -> std::io::Result<()> {
         self.pipes.sync().await
+    }
+
+    fn backend_pid(&self) -> Option<u32> {
+        self.pipes.backend_pid()
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {

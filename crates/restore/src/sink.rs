@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -56,6 +57,13 @@ pub trait SqlSession: Send {
     /// [`finish`](Self::finish) to learn why.
     async fn sync(&mut self) -> std::io::Result<()>;
 
+    /// The process id of this session's server backend, once psql reported it (sessions
+    /// start by asking), so that [`stop_backend`] can end a session whose psql is stuck in a
+    /// statement (waiting for a lock, say) and so does not read the end of its input.
+    fn backend_pid(&self) -> Option<u32> {
+        None
+    }
+
     /// Ends the input and waits until psql has exited.
     async fn finish(self: Box<Self>) -> Result<Ended>;
 }
@@ -93,6 +101,22 @@ pub(crate) async fn run_script(sink: &dyn SqlSink, sql: &str) -> Result<String> 
         return Ok(ended.stdout.join("\n"));
     }
     Err(psql_error(&sink.describe(), &ended))
+}
+
+/// Ends the server session `pid` (`pg_terminate_backend`) through a session of its own on
+/// `sink`: its transaction is rolled back and its locks released at once, whatever its psql
+/// is doing. A restore that stops — cancelled, or failed elsewhere — must not leave a session
+/// behind that waits for a lock while holding others (a table it already dropped, say): ending
+/// psql's input, or killing psql, does not reach a backend that waits.
+///
+/// # Errors
+/// The query failed (psql's message).
+pub async fn stop_backend(sink: &dyn SqlSink, pid: u32) -> Result<()> {
+    sink.query(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {pid};\n"
+    ))
+    .await
+    .map(drop)
 }
 
 /// psql's failure as an error, with a hint where one is known.
@@ -137,13 +161,24 @@ pub(crate) fn psql_error(target: &str, ended: &Ended) -> Error {
 /// What [`SqlSession::sync`] sends and waits for, followed by a number.
 pub(crate) const SYNC: &str = "litemaas-sync ";
 
+/// What a session's first statement prints, followed by its backend's process id.
+const PID: &str = "litemaas-pid ";
+
+/// Where [`collect_lines`] reports the lines that are answers to us, not output.
+pub(crate) struct Markers {
+    /// The numbers of [`SYNC`] lines.
+    synced: tokio::sync::mpsc::UnboundedSender<u64>,
+    /// The backend's process id of the [`PID`] line (0: not seen yet).
+    pid: Arc<AtomicU32>,
+}
+
 /// Keeps the last [`KEEP_LINES`] lines of a stream, logging each, counting warnings; the
-/// numbers of [`SYNC`] lines go to `synced` (and are not kept).
+/// [`SYNC`] and [`PID`] lines go to `markers` (and are not kept).
 pub(crate) async fn collect_lines(
     reader: impl AsyncRead + Unpin,
     program: &'static str,
     log: bool,
-    synced: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    markers: Option<Markers>,
 ) -> (Vec<String>, u64) {
     let mut lines = BufReader::new(reader).lines();
     let mut kept = std::collections::VecDeque::new();
@@ -151,12 +186,15 @@ pub(crate) async fn collect_lines(
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
-                if let (Some(to), Some(n)) = (
-                    &synced,
-                    line.strip_prefix(SYNC).and_then(|n| n.parse::<u64>().ok()),
-                ) {
-                    let _ = to.send(n);
-                    continue;
+                if let Some(markers) = &markers {
+                    if let Some(n) = line.strip_prefix(SYNC).and_then(|n| n.parse::<u64>().ok()) {
+                        let _ = markers.synced.send(n);
+                        continue;
+                    }
+                    if let Some(pid) = line.strip_prefix(PID).and_then(|n| n.parse::<u32>().ok()) {
+                        markers.pid.store(pid, Ordering::Release);
+                        continue;
+                    }
                 }
                 if line.contains("WARNING:") {
                     warnings += 1;
@@ -185,25 +223,44 @@ pub(crate) struct Pipes<W> {
     synced: tokio::sync::mpsc::UnboundedReceiver<u64>,
     /// The number of the last sync sent.
     syncs: u64,
+    /// The backend's process id, once psql printed it (0 until then).
+    pid: Arc<AtomicU32>,
     stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
     stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
-    /// Starts collecting `stdout` and `stderr` (stderr lines are logged).
-    pub(crate) fn new(
+    /// Starts collecting `stdout` and `stderr` (stderr lines are logged) and asks psql for
+    /// its backend's process id (see [`SqlSession::backend_pid`]).
+    pub(crate) async fn new(
         stdin: W,
         stdout: impl AsyncRead + Unpin + Send + 'static,
         stderr: impl AsyncRead + Unpin + Send + 'static,
     ) -> Self {
         let (to, synced) = tokio::sync::mpsc::unbounded_channel();
-        Self {
+        let pid = Arc::new(AtomicU32::new(0));
+        let markers = Markers {
+            synced: to,
+            pid: pid.clone(),
+        };
+        let mut pipes = Self {
             stdin: Some(stdin),
             synced,
             syncs: 0,
-            stdout: tokio::spawn(collect_lines(stdout, "psql", false, Some(to))),
+            pid,
+            stdout: tokio::spawn(collect_lines(stdout, "psql", false, Some(markers))),
             stderr: tokio::spawn(collect_lines(stderr, "psql", true, None)),
-        }
+        };
+        // A psql that cannot take it is gone: the next write, or finish, says why.
+        let _ = pipes
+            .write(format!("SELECT '{PID}' || pg_backend_pid();\n").as_bytes())
+            .await;
+        pipes
+    }
+
+    /// See [`SqlSession::backend_pid`].
+    pub(crate) fn backend_pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::Acquire)).filter(|&pid| pid != 0)
     }
 
     /// See [`SqlSession::sync`].
@@ -368,7 +425,7 @@ impl SqlSink for LocalPsql {
         };
         Ok(Box::new(LocalSession {
             child,
-            pipes: Pipes::new(stdin, stdout, stderr),
+            pipes: Pipes::new(stdin, stdout, stderr).await,
         }))
     }
 }
@@ -386,6 +443,10 @@ impl SqlSession for LocalSession {
 
     async fn sync(&mut self) -> std::io::Result<()> {
         self.pipes.sync().await
+    }
+
+    fn backend_pid(&self) -> Option<u32> {
+        self.pipes.backend_pid()
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
@@ -408,8 +469,9 @@ fn exit_status(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// A test double: keeps every session's input; each session ends as [`MemorySink::ending`]
-/// says (psql exit 0 by default, printing the commit confirmation when it saw `COMMIT`).
+/// A test double: keeps every session's input; each session ends as its constructor says
+/// ([`new`](Self::new): psql exit 0, printing the commit confirmation when it saw `COMMIT`;
+/// [`failing`](Self::failing): an SQL error).
 #[derive(Debug, Clone, Default)]
 pub struct MemorySink {
     sessions: Arc<Mutex<Vec<Vec<u8>>>>,

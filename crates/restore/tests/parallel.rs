@@ -17,12 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 fn pg() -> &'static PgCluster {
     let pg = PgCluster::shared();
-    pg.psql(
-        "postgres",
-        "DO $$ BEGIN CREATE ROLE pagila_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-         DO $$ BEGIN CREATE ROLE pagila_writer; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
-    )
-    .unwrap();
+    pg.ensure_role("pagila_reader", "").unwrap();
+    pg.ensure_role("pagila_writer", "").unwrap();
     pg
 }
 

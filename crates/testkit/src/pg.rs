@@ -211,6 +211,20 @@ impl PgCluster {
         Ok(name)
     }
 
+    /// Creates the role `name` with `options` (`LOGIN PASSWORD '…'`, say) unless it exists;
+    /// safe when tests running at once ask for the same role (a concurrent `CREATE ROLE` fails
+    /// with a unique violation rather than `duplicate_object`).
+    pub fn ensure_role(&self, name: &str, options: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {name} {options}; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            ),
+        )
+        .map(drop)
+    }
+
     /// `psql -X -q -v ON_ERROR_STOP=1 -d <db>` for this cluster.
     fn psql_command(&self, db: &str) -> Command {
         let mut cmd = self.command("psql");
