@@ -45,6 +45,7 @@ async fn main() -> Result<()> {
     let options = RestoreOptions {
         expected: chosen.expected(),
         progress: None,
+        ..RestoreOptions::default()
     };
     let reader = catalog::open(store, &chosen.key).await?;
     let report = restore::restore(reader, &sink, &options, &CancellationToken::new()).await?;

@@ -164,6 +164,11 @@ pub struct RestoreArgs {
     )]
     pub swap_lock_timeout: jiff::SignedDuration,
 
+    /// Restoring in place: while the restore waits for a lock (an application still connected
+    /// holds it), say this often which session holds it and how to end it (0s: never).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub lock_wait_report: jiff::SignedDuration,
+
     /// With --swap: drop the previous database once the restored one is in place.
     #[arg(long, requires = "swap")]
     pub drop_previous: bool,

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::pin::Pin;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litemaas_backup::catalog::{self, Chosen, Selection};
@@ -141,12 +142,14 @@ async fn load(
     backup: Backup,
     sink: &dyn SqlSink,
     jobs: usize,
+    lock_wait_report: Option<Duration>,
     cancel: &CancellationToken,
 ) -> restore::Result<(RestoreReport, Option<ParallelStats>)> {
     let progress = Progress::bytes("restoring", backup.size);
     let options = RestoreOptions {
         expected: backup.expected,
         progress: Some(progress.counter()),
+        lock_wait_report,
     };
     let result = if jobs > 1 {
         let parallel = ParallelOptions {
@@ -287,7 +290,8 @@ async fn restore_holding(
                 server.describe()
             );
             let target = server.with_database(new_db);
-            match load(backup, target.as_ref(), jobs, cancel).await {
+            // A new database: nobody else holds its locks.
+            match load(backup, target.as_ref(), jobs, None, cancel).await {
                 Ok(report) => report,
                 Err(e) => {
                     let dropped = match restore::drop_database(server, new_db).await {
@@ -314,7 +318,10 @@ async fn restore_holding(
             })?;
             confirm(args, server, &info, &backup)?;
             let target = server.describe();
-            load(backup, server, 1, cancel).await.map_err(|e| {
+            let report = Duration::try_from(args.lock_wait_report)
+                .ok()
+                .filter(|d| !d.is_zero());
+            load(backup, server, 1, report, cancel).await.map_err(|e| {
                 let outcome = if e.target_unchanged() {
                     "the database is unchanged"
                 } else {
@@ -414,7 +421,7 @@ async fn swap_restore(
     eprintln!("created database {new} like {live}; loading it on up to {jobs} connection(s)");
     let target = server.with_database(&new);
     let loaded = async {
-        let loaded = load(backup, target.as_ref(), jobs, cancel).await?;
+        let loaded = load(backup, target.as_ref(), jobs, None, cancel).await?;
         profile.apply(admin, &new).await?;
         if cancel.is_cancelled() {
             return Err(restore::Error::Cancelled);
@@ -432,8 +439,8 @@ async fn swap_restore(
         }
     };
     // The point of no return: both renames in one transaction.
-    let lock_timeout = std::time::Duration::try_from(args.swap_lock_timeout)
-        .unwrap_or(std::time::Duration::from_secs(30));
+    let lock_timeout =
+        Duration::try_from(args.swap_lock_timeout).unwrap_or(Duration::from_secs(30));
     if let Err(failure) = swap::swap_in(admin, live, &new, &previous, lock_timeout).await {
         let e = failure.error;
         match failure.state {
@@ -505,6 +512,12 @@ fn confirm(
         info.size_bytes,
         backup.describe()
     );
+    if info.other_sessions > 0 {
+        eprintln!(
+            "  {} other session(s) are connected to it: the restore waits for the locks they hold (stop the application first, or use --swap)",
+            info.other_sessions
+        );
+    }
     if args.yes {
         return Ok(());
     }
@@ -643,7 +656,7 @@ async fn check(
         .as_ref()
         .and_then(|c| c.record.as_ref())
         .and_then(|r| r.tables.clone());
-    let (restored, stats) = load(backup, target, jobs, cancel).await?;
+    let (restored, stats) = load(backup, target, jobs, None, cancel).await?;
     if let Some(stats) = &stats {
         eprintln!(
             "  loaded on {} connection(s){}",

@@ -648,17 +648,29 @@ async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_lo
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_activity(
-        &format!("datname = '{db}' AND query LIKE 'BEGIN; SELECT count(*) FROM spend_logs%'"),
-        "the blocker",
+    let blocking =
+        format!("datname = '{db}' AND query LIKE 'BEGIN; SELECT count(*) FROM spend_logs%'");
+    wait_for_activity(&blocking, "the blocker");
+    let blocker_pid = pg()
+        .psql(
+            "postgres",
+            &format!("SELECT pid FROM pg_stat_activity WHERE {blocking}"),
+        )
+        .unwrap()
+        .trim()
+        .to_owned();
+    let waiting = format!(
+        "datname = '{db}' AND wait_event_type = 'Lock' AND application_name = 'litemaas-restore'"
     );
-    let waiting = format!("datname = '{db}' AND wait_event_type = 'Lock'");
     let child = restore_cmd(home.path(), &db)
         .args(["--bucket", store.bucket(), "--key", &key, "--yes"])
+        .args(["--lock-wait-report", "1s"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for_activity(&waiting, "the restore waiting for its lock");
+    // Long enough for a report of who holds the lock.
+    std::thread::sleep(Duration::from_millis(2500));
 
     // SAFETY: signalling our own child.
     #[allow(unsafe_code)]
@@ -668,7 +680,22 @@ async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_lo
     let stopped = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(
+        err.contains("1 other session(s) are connected to it"),
+        "the confirmation warns: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "for a lock held by session {blocker_pid} (psql, from "
+        )),
+        "the wait is reported, naming the blocker: {err}"
+    );
+    assert!(
+        err.contains(&format!("SELECT pg_terminate_backend({blocker_pid});")),
+        "{err}"
+    );
     assert!(
         stopped.elapsed() < Duration::from_secs(20),
         "the restore took {:?} to stop",

@@ -37,17 +37,34 @@ pub(crate) const COMMITTED: &str = "litemaas-restore: committed";
 /// (a local psql is then killed; either way the transaction is rolled back).
 const EXIT_GRACE: Duration = Duration::from_secs(60);
 
+/// The application name of every psql session of a restore (`pg_stat_activity`), so that
+/// operators and the restore itself can tell them apart.
+pub const APPLICATION_NAME: &str = "litemaas-restore";
+
 /// How long psql may take to exit at the end of its input before its server session is
 /// ended for it.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How a restore runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// What is known in advance about the stored bytes (name, codec, SHA-256, size).
     pub expected: Expected,
     /// Incremented with every stored byte read: for a progress display.
     pub progress: Option<Arc<AtomicU64>>,
+    /// How often a restore that waits for a lock says, as a warning, which session holds it
+    /// (`None`: never). Default 30 s.
+    pub lock_wait_report: Option<Duration>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            expected: Expected::default(),
+            progress: None,
+            lock_wait_report: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// What a restore did.
@@ -112,6 +129,9 @@ pub async fn restore(
     }
 
     let mut session = sink.start().await?;
+    // Runs beside the load until COMMIT is sent; never ends by itself.
+    let lock_waits = report_lock_waits(sink, options.lock_wait_report);
+    tokio::pin!(lock_waits);
     let mut lines_sent = 0u64;
     let streamed = {
         let stream = async {
@@ -141,6 +161,7 @@ pub async fn restore(
             biased;
             () = cancel.cancelled() => Err(Step::Input(Error::Cancelled)),
             result = stream => result,
+            () = &mut lock_waits => unreachable!("the lock-wait report never ends"),
         }
     };
 
@@ -160,6 +181,7 @@ pub async fn restore(
             biased;
             () = cancel.cancelled() => Err(Step::Input(Error::Cancelled)),
             ran = session.sync() => ran.map(|()| v).map_err(|_| Step::Psql),
+            () = &mut lock_waits => unreachable!("the lock-wait report never ends"),
         },
         Err(step) => Err(step),
     };
@@ -231,6 +253,41 @@ pub async fn restore(
         });
     }
     Err(after_commit_failure(&target, &ended, commit_line))
+}
+
+/// Every `every`, says (as a warning) which sessions hold a lock that one of the restore's
+/// sessions waits for, and what to do about it; never ends. The restore's sessions are known
+/// by their application name ([`APPLICATION_NAME`]). A check that fails is only logged.
+async fn report_lock_waits(sink: &dyn SqlSink, every: Option<Duration>) {
+    let Some(every) = every.filter(|d| !d.is_zero()) else {
+        return std::future::pending().await;
+    };
+    let sql = format!(
+        "SELECT format('the restore has waited %s s for a lock held by session %s (%s, from %s, %s): \
+           stop the application, or end that session (SELECT pg_terminate_backend(%s);); \
+           SIGINT cancels the restore and changes nothing', \
+           extract(epoch FROM now() - w.query_start)::bigint, b.pid, \
+           coalesce(nullif(b.application_name, ''), 'no application name'), \
+           coalesce(host(b.client_addr), 'a local socket'), \
+           coalesce(b.state || ' since ' || to_char(b.state_change AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD HH24:MI:SS') || ' UTC', 'state not visible'), b.pid) \
+         FROM pg_stat_activity w \
+         CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocker(pid) \
+         JOIN pg_stat_activity b ON b.pid = blocker.pid \
+         WHERE w.application_name = '{APPLICATION_NAME}' AND w.datname = current_database() \
+           AND w.wait_event_type = 'Lock' AND b.application_name IS DISTINCT FROM '{APPLICATION_NAME}';\n"
+    );
+    loop {
+        tokio::time::sleep(every).await;
+        match sink.query(&sql).await {
+            Ok(out) => {
+                for line in out.lines().filter(|l| !l.trim().is_empty()) {
+                    tracing::warn!("{line}");
+                }
+            }
+            Err(e) => tracing::debug!("could not check the restore's lock waits: {e}"),
+        }
+    }
 }
 
 /// The checks a restore passed before it was called done, in words; `psql` says how psql
@@ -392,6 +449,7 @@ mod tests {
         let options = RestoreOptions {
             expected,
             progress: None,
+            ..RestoreOptions::default()
         };
         restore(
             Box::pin(std::io::Cursor::new(stored)),

@@ -59,7 +59,7 @@ mod verify;
 
 pub use error::{Error, Result};
 pub use input::{Codec, Expected};
-pub use job::{RestoreOptions, RestoreReport, restore};
+pub use job::{APPLICATION_NAME, RestoreOptions, RestoreReport, restore};
 #[cfg(feature = "kube")]
 pub use pod::PodPsql;
 pub use sink::{Ended, LocalPsql, MemorySink, SqlSession, SqlSink, stop_backend};

@@ -87,7 +87,7 @@ impl PodPsql {
         vec![
             "sh".into(),
             "-c".into(),
-            "IFS= read -r PGPASSWORD && export PGPASSWORD && exec psql -X -q -A -t -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\"".into(),
+            "IFS= read -r PGPASSWORD && export PGPASSWORD && PGAPPNAME=litemaas-restore exec psql -X -q -A -t -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\"".into(),
             "litemaas-restore".into(),
             self.username.clone(),
             self.database.clone(),

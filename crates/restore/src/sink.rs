@@ -409,6 +409,7 @@ impl SqlSink for LocalPsql {
         if let Some(password) = self.conn.as_ref().and_then(PgConnection::password) {
             cmd.env("PGPASSWORD", password.expose());
         }
+        cmd.env("PGAPPNAME", crate::job::APPLICATION_NAME);
         if self.conn.is_none()
             && let Some(db) = &self.database
         {

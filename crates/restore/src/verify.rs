@@ -40,6 +40,10 @@ pub struct ServerInfo {
     pub user: String,
     /// Whether that role may create databases.
     pub can_create_db: bool,
+    /// Other sessions connected to the database (an application, say): a restore in place
+    /// waits for the locks they hold.
+    #[serde(default)]
+    pub other_sessions: i64,
 }
 
 /// Connects and describes the target (this also proves the connection and password work).
@@ -56,7 +60,9 @@ pub async fn server_info(sink: &dyn SqlSink) -> Result<ServerInfo> {
                         AND n.nspname NOT LIKE 'pg\\_toast%'), \
              'max_locks_per_transaction', current_setting('max_locks_per_transaction'), \
              'user', current_user, \
-             'can_create_db', (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user));\n",
+             'can_create_db', (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user), \
+             'other_sessions', (SELECT count(*) FROM pg_stat_activity \
+                                WHERE datname = current_database() AND pid <> pg_backend_pid()));\n",
         )
         .await?;
     parse_json(&out, "the server description")
