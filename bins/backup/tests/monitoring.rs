@@ -3,15 +3,10 @@
 //! failure; no secret in either.
 #![allow(clippy::unwrap_used)]
 
+use litemaas_testkit::{PgCluster, Webhook};
+use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::post;
-use litemaas_testkit::PgCluster;
-use serde_json::Value;
 
 const TOKEN: &str = "T0001/B0001/webhooksecrettoken";
 
@@ -81,25 +76,17 @@ fn value(samples: &[(String, String, String, f64)], metric: &str, part: &str) ->
 }
 
 /// A webhook receiver: answers 200, keeps each body; its URL holds a token.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let seen = bodies.clone();
-    let app = Router::new().route(
-        &format!("/services/{TOKEN}"),
-        post(move |body: String| {
-            let seen = seen.clone();
-            async move {
-                seen.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&body).unwrap());
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://127.0.0.1:{port}/services/{TOKEN}"), bodies)
+async fn receiver() -> (String, Webhook) {
+    let hook = Webhook::start(&format!("/services/{TOKEN}")).await.unwrap();
+    (hook.url().to_owned(), hook)
+}
+
+/// The notifications received, as JSON.
+fn received(hook: &Webhook) -> Vec<Value> {
+    hook.bodies()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect()
 }
 
 fn now() -> f64 {
@@ -216,7 +203,7 @@ async fn an_unreachable_cluster_writes_the_failed_run_and_notifies_without_secre
     let text = std::fs::read_to_string(home.path().join("litemaas-backup.prom")).unwrap();
     assert!(text.contains(r#"namespace="litemaas""#), "{text}");
 
-    let bodies = bodies.lock().unwrap().clone();
+    let bodies = received(&bodies);
     assert_eq!(bodies.len(), 1, "one notification");
     let body = &bodies[0];
     assert_eq!(body["program"], "litemaas-backup");
@@ -248,7 +235,7 @@ async fn success_is_notified_only_when_asked_and_says_what_was_stored() {
         .env("LITEMAAS_NOTIFY_URL", &url);
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(bodies.lock().unwrap().is_empty(), "default: failures only");
+    assert!(bodies.bodies().is_empty(), "default: failures only");
 
     let mut cmd = backup_cmd(home.path());
     cmd.env("LITEMAAS_DATABASE_URL", pg.url(&db))
@@ -257,7 +244,7 @@ async fn success_is_notified_only_when_asked_and_says_what_was_stored() {
         .args(["--notify-on", "success"]);
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let bodies = bodies.lock().unwrap().clone();
+    let bodies = received(&bodies);
     assert_eq!(bodies.len(), 1);
     let body = &bodies[0];
     assert_eq!(body["outcome"], "success");
@@ -376,7 +363,7 @@ async fn sigterm_still_writes_the_metrics_and_the_notification() {
         samples.iter().any(|s| s.1 == "dump" && s.2 == "litellm"),
         "{samples:?}"
     );
-    let bodies = bodies.lock().unwrap().clone();
+    let bodies = received(&bodies);
     assert_eq!(bodies.len(), 1, "{}", stderr(&out));
     assert_eq!(bodies[0]["outcome"], "failure");
     assert_eq!(bodies[0]["parts"][0]["part"], "dump");

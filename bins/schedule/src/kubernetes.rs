@@ -91,6 +91,13 @@ pub struct Options {
     )]
     pub s3_secret: Option<String>,
 
+    /// The Secret (in each namespace) whose key LITEMAAS_NOTIFY_URL holds the URL a failed run
+    /// is POSTed to (a Slack incoming webhook works): passed as secretKeyRef environment, so a
+    /// token in the URL stays in the Secret. Add `--backup-arg=--notify-on=always` to hear of
+    /// every run (or `success` for a dead man's switch).
+    #[arg(long, value_name = "NAME")]
+    pub notify_secret: Option<String>,
+
     /// An annotation of the ServiceAccount for pod identity instead of a Secret, e.g.
     /// `eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/litemaas-backup`; repeatable.
     #[arg(long = "service-account-annotation", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -202,6 +209,9 @@ fn specs(args: &Options, namespaces: &[String]) -> anyhow::Result<Vec<Spec>> {
     if let Some(secret) = &args.s3_secret {
         names.push(("--s3-secret", secret));
     }
+    if let Some(secret) = &args.notify_secret {
+        names.push(("--notify-secret", secret));
+    }
     names.extend(namespaces.iter().map(|ns| ("--namespace", ns.as_str())));
     for (flag, name) in names {
         if !dns_label(name) {
@@ -252,6 +262,7 @@ fn specs(args: &Options, namespaces: &[String]) -> anyhow::Result<Vec<Spec>> {
                 lease: litemaas_cli::LEASE.to_owned(),
                 backup_args: backup_args.clone(),
                 s3_secret: args.s3_secret.clone(),
+                notify_secret: args.notify_secret.clone(),
                 service_account_annotations: annotations.clone(),
             })
         })

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use litemaas_backup::store::{ObjectStore, S3Store};
 use litemaas_testapi::{ControllerConfig, SnapshotBehavior, TestApiServer};
-use litemaas_testkit::{PgCluster, S3Server};
+use litemaas_testkit::{PgCluster, S3Server, Webhook};
 use serde_json::{Value, json};
 
 const NS: &str = "litemaas";
@@ -334,6 +334,66 @@ async fn kubectl_accepts_every_rendered_object_and_the_service_account_backs_up_
             .get("coordination.k8s.io", "leases", NS, "litemaas-backup")
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notify_secret_reaches_the_run_and_its_token_stays_in_the_secret() {
+    let c = cluster("schedule-k8s-notify", &[NS]).await;
+    let hook = Webhook::start("/services/T0/B0/notifysecrettoken")
+        .await
+        .unwrap();
+    c.api
+        .create(
+            "",
+            "secrets",
+            NS,
+            json!({"metadata": {"name": "litemaas-notify"},
+                "data": {"LITEMAAS_NOTIFY_URL": b64(hook.url())}}),
+        )
+        .unwrap();
+    let bad = c.schedule(&["--namespace", NS, "--notify-secret", "Notify_URL"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("--notify-secret \"Notify_URL\""),
+        "{}",
+        text(&bad)
+    );
+
+    let out = c.schedule(&[
+        "--namespace",
+        NS,
+        "--apply",
+        "--notify-secret",
+        "litemaas-notify",
+        "--backup-arg=--notify-on=always",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cron = c.api.get("batch", "cronjobs", NS, NAME).unwrap();
+    assert!(
+        !cron.to_string().contains("notifysecrettoken"),
+        "the token is in the CronJob: {cron}"
+    );
+    let env = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let notify = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "LITEMAAS_NOTIFY_URL")
+        .unwrap();
+    assert_eq!(
+        notify["valueFrom"]["secretKeyRef"],
+        json!({"name": "litemaas-notify", "key": "LITEMAAS_NOTIFY_URL"})
+    );
+
+    // The run, with the Secret's value as the kubelet gives it, notifies the receiver.
+    let out = c.run_cron_job(NS).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{}", text(&out));
+    let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(body["outcome"], "success", "{body}");
+    assert_eq!(body["namespace"], NS, "{body}");
+    assert!(!text(&out).contains("notifysecrettoken"), "{}", text(&out));
 }
 
 /// The verbs of the applied Role, one (rule index, verb) each.

@@ -10,7 +10,7 @@
 //! Both have a `shared()` form that starts once per test binary and is stopped when the
 //! process exits (an `atexit` hook, and a parent-death signal as a backstop).
 //! [`proxy::FaultProxy`] goes in front of the S3 server to inject faults (SlowDown, resets,
-//! stalls, lost replies).
+//! stalls, lost replies). [`Webhook`] receives notifications.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -27,9 +27,11 @@ mod pg;
 pub mod proxy;
 pub mod s3;
 mod sys;
+mod webhook;
 
 pub use pg::PgCluster;
 pub use s3::S3Server;
+pub use webhook::Webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -27,6 +27,10 @@ pub const S3_SECRET_KEYS: [(&str, bool); 3] = [
     ("AWS_SESSION_TOKEN", true),
 ];
 
+/// The key of a `--notify-secret` Secret: the notification URL, as the tool reads it from the
+/// environment.
+pub const NOTIFY_SECRET_KEY: &str = "LITEMAAS_NOTIFY_URL";
+
 /// How long the Job outlives the tool's own `--timeout`, so that the tool, not the Job
 /// controller, ends a run that is too long: it aborts its upload and releases the Lease.
 pub const DEADLINE_MARGIN_SECONDS: i64 = 600;
@@ -56,6 +60,8 @@ pub struct Spec {
     pub backup_args: Vec<String>,
     /// The Secret holding the S3 keys, if the credentials come from one.
     pub s3_secret: Option<String>,
+    /// The Secret holding the notification URL ([`NOTIFY_SECRET_KEY`]), if runs notify.
+    pub notify_secret: Option<String>,
     /// Annotations of the ServiceAccount (pod identity: IRSA, web identity).
     pub service_account_annotations: BTreeMap<String, String>,
 }
@@ -200,6 +206,22 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// The environment variable `key` from the Secret `secret`'s key of the same name.
+fn env_from_secret(secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: key.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: optional.then_some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
 /// The container: `litemaas-backup --namespace NS …` with the in-cluster service account, the
 /// S3 keys from the Secret (never literal values), a writable emptyDir `/tmp` under a read-only
 /// root, and a security context that OpenShift's restricted-v2 SCC admits (no runAsUser: the
@@ -214,19 +236,11 @@ fn container(spec: &Spec) -> Container {
     let mut env_vars = vec![env("HOME", "/tmp"), env("TMPDIR", "/tmp")];
     if let Some(secret) = &spec.s3_secret {
         for (key, optional) in S3_SECRET_KEYS {
-            env_vars.push(EnvVar {
-                name: key.into(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.clone(),
-                        key: key.into(),
-                        optional: optional.then_some(true),
-                    }),
-                    ..EnvVarSource::default()
-                }),
-            });
+            env_vars.push(env_from_secret(secret, key, optional));
         }
+    }
+    if let Some(secret) = &spec.notify_secret {
+        env_vars.push(env_from_secret(secret, NOTIFY_SECRET_KEY, false));
     }
     Container {
         name: "backup".into(),
@@ -413,6 +427,7 @@ mod tests {
             lease: "litemaas-backup".into(),
             backup_args: Vec::new(),
             s3_secret: None,
+            notify_secret: None,
             service_account_annotations: BTreeMap::new(),
         };
         let backup: Vec<&Access> = REQUIRED_ACCESS.iter().filter(|a| a.need.backup()).collect();
