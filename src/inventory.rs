@@ -536,6 +536,9 @@ pub struct SnapshotInventory {
     pub snapshots: Vec<SnapshotEntry>,
     /// The namespace's other snapshots (of other claims, not ours), newest first.
     pub others: Vec<SnapshotEntry>,
+    /// The name of the newest snapshot `litemaas-restore volume --latest` would restore
+    /// ([`litemaas_snapshot::newest_restorable`]).
+    pub newest_restorable: Option<String>,
 }
 
 #[cfg(feature = "kube")]
@@ -589,17 +592,16 @@ impl SnapshotInventory {
             claim: claim.to_owned(),
             snapshots: mine,
             others,
+            newest_restorable: litemaas_snapshot::newest_restorable(&all, claim)
+                .and_then(|s| s.metadata.name.clone()),
         })
     }
 
     /// The newest ready `app=litemaas-backup` snapshot of the claim: the one
     /// `litemaas-restore volume --latest` restores.
     pub fn newest_ready(&self) -> Option<&SnapshotEntry> {
-        self.snapshots.iter().find(|s| {
-            s.origin == SnapshotOrigin::Ours
-                && s.ready_to_use
-                && s.claim.as_deref() == Some(self.claim.as_str())
-        })
+        let name = self.newest_restorable.as_deref()?;
+        self.snapshots.iter().find(|s| s.name == name)
     }
 }
 

@@ -118,6 +118,33 @@ pub fn retention_item(snapshot: &VolumeSnapshot) -> Item {
     )
 }
 
+/// Whether `snapshot` is one `litemaas-restore volume --latest` may restore for `claim`: taken
+/// by this tool (`app=litemaas-backup`), of that claim, and `readyToUse`.
+pub fn restorable_backup_of(snapshot: &VolumeSnapshot, claim: &str) -> bool {
+    let labels = snapshot.metadata.labels.as_ref();
+    labels.and_then(|l| l.get("app")).map(String::as_str) == Some("litemaas-backup")
+        && snapshot.spec.source.persistent_volume_claim_name.as_deref() == Some(claim)
+        && snapshot.status.as_ref().and_then(|s| s.ready_to_use) == Some(true)
+}
+
+/// The newest (by creation time, then name) of `snapshots` that is a
+/// [`restorable_backup_of`] `claim`: what `litemaas-restore volume --latest` restores and
+/// `litemaas-ls` reports as the newest snapshot.
+pub fn newest_restorable<'a>(
+    snapshots: impl IntoIterator<Item = &'a VolumeSnapshot>,
+    claim: &str,
+) -> Option<&'a VolumeSnapshot> {
+    snapshots
+        .into_iter()
+        .filter(|s| restorable_backup_of(s, claim))
+        .max_by_key(|s| {
+            (
+                s.metadata.creation_timestamp.as_ref().map(|c| c.0),
+                s.metadata.name.clone(),
+            )
+        })
+}
+
 /// Snapshots in one namespace.
 #[derive(Clone)]
 pub struct Snapshots {
@@ -346,5 +373,83 @@ impl Snapshots {
             .await
             .map_err(self.kube("listing VolumeSnapshotClasses".into()))?;
         Ok(list.items.into_iter().find(|c| c.driver == driver))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(
+        name: &str,
+        app: Option<&str>,
+        claim: &str,
+        ready: bool,
+        created: &str,
+    ) -> VolumeSnapshot {
+        let labels = app.map_or_else(|| serde_json::json!({}), |a| serde_json::json!({"app": a}));
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": name, "labels": labels, "creationTimestamp": created},
+            "spec": {"source": {"persistentVolumeClaimName": claim}},
+            "status": {"readyToUse": ready}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_newest_restorable_is_ours_of_the_claim_ready_and_newest_by_time_then_name() {
+        let claim = "data-db-0";
+        let list = [
+            snapshot(
+                "a-old",
+                Some("litemaas-backup"),
+                claim,
+                true,
+                "2026-01-01T00:00:00Z",
+            ),
+            snapshot(
+                "b-tie",
+                Some("litemaas-backup"),
+                claim,
+                true,
+                "2026-02-01T00:00:00Z",
+            ),
+            snapshot(
+                "c-tie",
+                Some("litemaas-backup"),
+                claim,
+                true,
+                "2026-02-01T00:00:00Z",
+            ),
+            snapshot(
+                "d-not-ready",
+                Some("litemaas-backup"),
+                claim,
+                false,
+                "2026-03-01T00:00:00Z",
+            ),
+            snapshot("e-foreign", None, claim, true, "2026-03-01T00:00:00Z"),
+            snapshot(
+                "f-other-app",
+                Some("velero"),
+                claim,
+                true,
+                "2026-03-01T00:00:00Z",
+            ),
+            snapshot(
+                "g-other-claim",
+                Some("litemaas-backup"),
+                "other",
+                true,
+                "2026-03-01T00:00:00Z",
+            ),
+        ];
+        let newest = newest_restorable(&list, claim).unwrap();
+        assert_eq!(newest.metadata.name.as_deref(), Some("c-tie"));
+        assert!(newest_restorable(&list[3..], claim).is_none());
+        assert!(restorable_backup_of(&list[0], claim));
+        assert!(!restorable_backup_of(&list[0], "other"));
     }
 }

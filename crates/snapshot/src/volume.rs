@@ -719,15 +719,8 @@ impl VolumeRestore {
                     .list(&ListParams::default().labels("app=litemaas-backup"))
                     .await
                     .map_err(|e| VolumeError::refused(kube_cause("listing VolumeSnapshots", &e)))?;
-                list.items
-                    .into_iter()
-                    .filter(|s| source(s).as_deref() == Some(t.claim.as_str()) && ready(s))
-                    .max_by_key(|s| {
-                        (
-                            s.metadata.creation_timestamp.as_ref().map(|c| c.0),
-                            s.metadata.name.clone(),
-                        )
-                    })
+                crate::newest_restorable(&list.items, &t.claim)
+                    .cloned()
                     .ok_or_else(|| {
                         VolumeError::refused(format!(
                             "no ready app=litemaas-backup VolumeSnapshot of claim {} in namespace {}",
