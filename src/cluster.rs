@@ -377,6 +377,7 @@ pub async fn run(
                 &DumpListing::default(),
                 options.backup.now,
                 false,
+                cancel,
             )
             .await;
             dump_retention.push(Outcome::from(
@@ -393,6 +394,7 @@ pub async fn run(
                 rules,
                 options.backup.now,
                 false,
+                cancel,
             )
             .await;
             Some(Outcome::from("snapshot retention".into(), result))
@@ -428,16 +430,18 @@ pub fn snapshot_selector(schedule: &str) -> String {
 }
 
 /// Applies `rules` to the snapshots `selector` picks (see [`snapshot_selector`]): ready ones
-/// count, failed and not-ready ones never do.
+/// count, failed and not-ready ones never do. Once `stop` is cancelled (a signal; a lost
+/// Lease) nothing more is deleted.
 ///
 /// # Errors
-/// Listing or deleting failed.
+/// Listing or deleting failed, or `stop` was cancelled.
 pub async fn prune_snapshots(
     snapshots: &Snapshots,
     selector: &str,
     rules: &RetentionOptions,
     now: jiff::Timestamp,
     dry_run: bool,
+    stop: &CancellationToken,
 ) -> Result<SnapshotPrune, PruneSnapshotsError> {
     let items: Vec<_> = snapshots
         .list(selector)
@@ -459,6 +463,9 @@ pub async fn prune_snapshots(
                 "would delete"
             );
             continue;
+        }
+        if stop.is_cancelled() {
+            return Err(PruneSnapshotsError::Stopped { deleted });
         }
         if let Err(source) = snapshots.delete(&decision.id).await {
             return Err(PruneSnapshotsError::Snapshot { deleted, source });
@@ -485,6 +492,15 @@ pub enum PruneSnapshotsError {
     /// The rules are unusable.
     #[error("invalid retention options")]
     Options(#[from] litemaas_retention::Error),
+    /// The run was stopped (a signal, or its Lease was lost) before every delete was done.
+    #[error(
+        "snapshot retention stopped (a signal, or the Lease was lost){}",
+        crate::prune::deleted_so_far(deleted)
+    )]
+    Stopped {
+        /// Snapshots deleted before the stop.
+        deleted: Vec<String>,
+    },
 }
 
 // --- The RBAC the backup and the restore need (one list, for the doctor and the Role). ---

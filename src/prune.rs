@@ -12,6 +12,7 @@
 use litemaas_retention::{Action, Item, Plan, RetentionOptions};
 use litemaas_s3::{ObjectMeta, ObjectStore, PendingUpload};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::record::record_key;
 
@@ -159,6 +160,16 @@ pub enum PruneError {
     /// The retention options are unusable.
     #[error("invalid retention options")]
     Options(#[from] litemaas_retention::Error),
+    /// The run was stopped (a signal, or its Lease was lost) before every delete was done: no
+    /// further object was deleted once it was.
+    #[error(
+        "pruning stopped (a signal, or the Lease was lost){}",
+        deleted_so_far(deleted)
+    )]
+    Stopped {
+        /// Dumps deleted before the stop.
+        deleted: Vec<String>,
+    },
 }
 
 impl From<litemaas_s3::Error> for PruneError {
@@ -194,9 +205,11 @@ pub struct PruneReport {
 
 /// Plans retention for the dumps under `prefix` and, unless `dry_run`, deletes what the plan
 /// says, one object at a time, logging each with its reason; a dump's record goes after it.
+/// Once `stop` is cancelled (a signal; a lost Lease) nothing more is deleted.
 ///
 /// # Errors
-/// Listing or deleting failed; what was deleted before the failure stays deleted and is logged.
+/// Listing or deleting failed, or `stop` was cancelled; what was deleted before stays deleted
+/// and is named.
 pub async fn prune_dumps(
     store: &dyn ObjectStore,
     prefix: &str,
@@ -204,6 +217,7 @@ pub async fn prune_dumps(
     listing: &DumpListing,
     now: jiff::Timestamp,
     dry_run: bool,
+    stop: &CancellationToken,
 ) -> Result<PruneReport, PruneError> {
     let items = dump_items(store, prefix, listing).await?;
     let plan = options.plan(&items, now)?;
@@ -212,6 +226,9 @@ pub async fn prune_dumps(
         if dry_run {
             tracing::info!(key = decision.id, reasons = decision.why(), "would delete");
             continue;
+        }
+        if stop.is_cancelled() {
+            return Err(PruneError::Stopped { deleted });
         }
         let gone = async {
             store.delete(&decision.id).await?;
@@ -268,11 +285,13 @@ mod tests {
 
     use super::*;
 
-    /// A memory store whose deletes fail once `allowed` of them went through.
+    /// A memory store whose deletes fail once `allowed` of them went through; each delete
+    /// cancels `stop_on_delete` (a Lease lost, or a signal, while pruning).
     #[derive(Debug)]
     struct FailingDeletes {
         inner: MemoryStore,
         allowed: AtomicUsize,
+        stop_on_delete: CancellationToken,
     }
 
     #[async_trait]
@@ -312,6 +331,7 @@ mod tests {
                     "injected delete failure".into(),
                 ));
             }
+            self.stop_on_delete.cancel();
             self.inner.delete(key).await
         }
         async fn list_pending_uploads(
@@ -325,13 +345,12 @@ mod tests {
         }
     }
 
-    /// Deletes fail half-way: the error lists what was deleted before, never "nothing".
-    #[tokio::test]
-    async fn a_prune_failing_half_way_says_what_it_deleted() {
+    /// Five monthly dumps with their records, in a store whose deletes fail after `allowed`.
+    async fn five_dumps(allowed: usize) -> FailingDeletes {
         let store = FailingDeletes {
             inner: MemoryStore::new(),
-            // The first dump and its record go; the second dump's delete fails.
-            allowed: AtomicUsize::new(2),
+            allowed: AtomicUsize::new(allowed),
+            stop_on_delete: CancellationToken::new(),
         };
         for month in 1..=5 {
             let key = format!("p/database-2026{month:02}01-000000.sql.gz");
@@ -341,14 +360,34 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let rules = RetentionOptions {
+        store
+    }
+
+    fn keep_two() -> RetentionOptions {
+        RetentionOptions {
             keep_last: Some(2),
             ..RetentionOptions::default()
-        };
+        }
+    }
+
+    /// Deletes fail half-way: the error lists what was deleted before, never "nothing".
+    #[tokio::test]
+    async fn a_prune_failing_half_way_says_what_it_deleted() {
+        // The first dump and its record go; the second dump's delete fails.
+        let store = five_dumps(2).await;
         let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-        let err = prune_dumps(&store, "p", &rules, &DumpListing::default(), now, false)
-            .await
-            .unwrap_err();
+        let never = CancellationToken::new();
+        let err = prune_dumps(
+            &store,
+            "p",
+            &keep_two(),
+            &DumpListing::default(),
+            now,
+            false,
+            &never,
+        )
+        .await
+        .unwrap_err();
         let PruneError::Store { deleted, .. } = &err else {
             panic!("{err:?}")
         };
@@ -357,6 +396,40 @@ mod tests {
             err.to_string()
                 .starts_with(&format!("pruning failed after deleting {}", deleted[0])),
             "{err}"
+        );
+    }
+
+    /// The run is stopped (its Lease lost) during the first delete: that dump and its record
+    /// go, nothing after them, and the error names what was deleted.
+    #[tokio::test]
+    async fn a_prune_stopped_half_way_deletes_nothing_more() {
+        let store = five_dumps(usize::MAX).await;
+        let stop = store.stop_on_delete.clone();
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let err = prune_dumps(
+            &store,
+            "p",
+            &keep_two(),
+            &DumpListing::default(),
+            now,
+            false,
+            &stop,
+        )
+        .await
+        .unwrap_err();
+        let PruneError::Stopped { deleted } = &err else {
+            panic!("{err:?}")
+        };
+        // The plan lists the newest first: March goes, January and February stay.
+        assert_eq!(deleted, &["p/database-20260301-000000.sql.gz"]);
+        assert_eq!(
+            store.list("p/").await.unwrap().len(),
+            8,
+            "4 dumps, 4 records"
+        );
+        assert_eq!(
+            err.to_string(),
+            "pruning stopped (a signal, or the Lease was lost) after deleting p/database-20260301-000000.sql.gz"
         );
     }
 

@@ -75,6 +75,7 @@ pub async fn backup_then_prune(args: Args, run: Run) -> Result<()> {
             &DumpListing::default(),
             now,
             false,
+            &cancel,
         )
         .await;
         run.part(match &pruned {

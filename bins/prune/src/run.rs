@@ -17,30 +17,34 @@ use crate::cli::Args;
 /// snapshots' retention are recorded in `run` (not in a dry run, which changes nothing).
 pub async fn prune(args: Args, run: Run) -> Result<()> {
     let now = jiff::Timestamp::now();
+    // A signal, or the Lease lost, stops the deleting between two objects.
+    let stop = litemaas_cli::cancel_on_signal();
     let guard = match &args.namespace {
         Some(namespace) if !args.dry_run => {
             let client = litemaas_cli::kube_client(args.context.as_deref()).await?;
             Some(
                 args.lease
                     .lock(client, namespace)
-                    .acquire(&CancellationToken::new())
+                    .acquire(&stop)
                     .await
                     .context("not pruning; nothing was deleted")?,
             )
         }
         _ => None,
     };
-    let result = prune_holding(&args, now, &run).await;
+    let result = prune_holding(&args, now, &run, &stop).await;
     let Some(guard) = guard else { return result };
     let lost = guard.lost();
     guard.release().await;
-    match lost {
-        // Deletions follow the same rules from any run, so a prune that overlapped another
-        // deleted nothing the rules keep; still, say so and fail.
-        Some(lost) => Err(anyhow::anyhow!(
-            "{lost} while pruning: another run may have pruned at the same time"
+    // Deleting stopped when the Lease was lost; what was deleted before followed the rules.
+    match (lost, result) {
+        (None, result) => result,
+        (Some(lost), Ok(())) => Err(anyhow::anyhow!(
+            "{lost} while pruning, after every delete was done: another run may be pruning now"
         )),
-        None => result,
+        (Some(lost), Err(e)) => Err(e.context(format!(
+            "{lost} while pruning: deleting stopped there; another run may be pruning now"
+        ))),
     }
 }
 
@@ -64,7 +68,12 @@ fn record<T>(
     result
 }
 
-async fn prune_holding(args: &Args, now: jiff::Timestamp, run: &Run) -> Result<()> {
+async fn prune_holding(
+    args: &Args,
+    now: jiff::Timestamp,
+    run: &Run,
+    stop: &CancellationToken,
+) -> Result<()> {
     let store = args.store.open().await?;
     store.check().await?;
     let prefix = args.store.prefix();
@@ -74,7 +83,7 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp, run: &Run) -> Result<(
         args,
         "retention",
         started,
-        prune_dumps(args, store.as_ref(), &prefix, now).await,
+        prune_dumps(args, store.as_ref(), &prefix, now, stop).await,
     )?;
 
     let snapshots = match &args.namespace {
@@ -93,6 +102,7 @@ async fn prune_holding(args: &Args, now: jiff::Timestamp, run: &Run) -> Result<(
                         &rules,
                         now,
                         args.dry_run,
+                        stop,
                     )
                     .await?,
                 )
@@ -112,12 +122,14 @@ async fn prune_dumps(
     store: &dyn ObjectStore,
     prefix: &str,
     now: jiff::Timestamp,
+    stop: &CancellationToken,
 ) -> Result<(PruneReport, Vec<(String, PruneReport)>)> {
     let rules = args.retention.clone().or(RetentionOptions::dumps());
     let listing = DumpListing {
         last_modified_fallback: args.last_modified_fallback,
     };
-    let mut report = prune::prune_dumps(store, prefix, &rules, &listing, now, args.dry_run).await?;
+    let mut report =
+        prune::prune_dumps(store, prefix, &rules, &listing, now, args.dry_run, stop).await?;
     // The dumps of other databases, which cluster backups keep under `<prefix>/<database>/`.
     let mut others = Vec::new();
     for other in prune::dump_prefixes(store, prefix)
@@ -125,7 +137,7 @@ async fn prune_dumps(
         .into_iter()
         .skip(1)
     {
-        let pruned = prune::prune_dumps(store, &other, &rules, &listing, now, args.dry_run)
+        let pruned = prune::prune_dumps(store, &other, &rules, &listing, now, args.dry_run, stop)
             .await
             .with_context(|| format!("pruning the dumps under {other}/"))?;
         others.push((other, pruned));
