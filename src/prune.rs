@@ -363,11 +363,26 @@ mod tests {
         store
     }
 
-    fn keep_two() -> RetentionOptions {
-        RetentionOptions {
+    /// Prunes `store`'s five dumps down to the last two, stopped by `stop`.
+    async fn keep_two(
+        store: &FailingDeletes,
+        stop: &CancellationToken,
+    ) -> Result<PruneReport, PruneError> {
+        let rules = RetentionOptions {
             keep_last: Some(2),
             ..RetentionOptions::default()
-        }
+        };
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        prune_dumps(
+            store,
+            "p",
+            &rules,
+            &DumpListing::default(),
+            now,
+            false,
+            stop,
+        )
+        .await
     }
 
     /// Deletes fail half-way: the error lists what was deleted before, never "nothing".
@@ -375,19 +390,9 @@ mod tests {
     async fn a_prune_failing_half_way_says_what_it_deleted() {
         // The first dump and its record go; the second dump's delete fails.
         let store = five_dumps(2).await;
-        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-        let never = CancellationToken::new();
-        let err = prune_dumps(
-            &store,
-            "p",
-            &keep_two(),
-            &DumpListing::default(),
-            now,
-            false,
-            &never,
-        )
-        .await
-        .unwrap_err();
+        let err = keep_two(&store, &CancellationToken::new())
+            .await
+            .unwrap_err();
         let PruneError::Store { deleted, .. } = &err else {
             panic!("{err:?}")
         };
@@ -405,18 +410,7 @@ mod tests {
     async fn a_prune_stopped_half_way_deletes_nothing_more() {
         let store = five_dumps(usize::MAX).await;
         let stop = store.stop_on_delete.clone();
-        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-        let err = prune_dumps(
-            &store,
-            "p",
-            &keep_two(),
-            &DumpListing::default(),
-            now,
-            false,
-            &stop,
-        )
-        .await
-        .unwrap_err();
+        let err = keep_two(&store, &stop).await.unwrap_err();
         let PruneError::Stopped { deleted } = &err else {
             panic!("{err:?}")
         };

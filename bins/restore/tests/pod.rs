@@ -266,31 +266,6 @@ async fn a_held_lease_refuses_the_restore() {
     assert_eq!(pg.dump_for_comparison(&p.db).unwrap(), before);
 }
 
-/// Waits (at most 30 s) until the number of server sessions matching `condition` satisfies
-/// `done`.
-fn sessions_until(condition: &str, what: &str, done: impl Fn(u64) -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: u64 = PgCluster::shared()
-            .psql(
-                "postgres",
-                &format!("SELECT count(*) FROM pg_stat_activity WHERE {condition}"),
-            )
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        if done(n) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: {n} session(s) after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_in_the_pod_stopped_while_waiting_for_a_lock_leaves_no_session_behind() {
     let pg = PgCluster::shared();
@@ -298,33 +273,18 @@ async fn a_restore_in_the_pod_stopped_while_waiting_for_a_lock_leaves_no_session
     let key = p.backup().await;
     change(&p.db);
     let before = pg.dump_for_comparison(&p.db).unwrap();
-    let mut blocker = pg
-        .command("psql")
-        .args([
-            "-X",
-            "-d",
-            &p.db,
-            "-c",
-            "BEGIN; SELECT count(*) FROM spend_logs; SELECT pg_sleep(120);",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let blocker = pg
+        .open_transaction(&p.db, "SELECT count(*) FROM spend_logs")
         .unwrap();
     let db = &p.db;
-    sessions_until(
-        &format!("datname = '{db}' AND query LIKE 'BEGIN; SELECT count(*) FROM spend_logs%'"),
-        "the blocker",
-        |n| n > 0,
-    );
     let waiting = format!("datname = '{db}' AND wait_event_type = 'Lock'");
     let child = p
         // No lock-wait reports (0s): each would be an exec of its own, and the execs are counted.
-        .restore_cmd(&["--key", &key, "--yes", "--lock-wait-report", "0s"])
+        .restore_cmd(&["--key", &key, "--yes", "--lock-wait-report", "0s", "-v"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sessions_until(&waiting, "the restore waiting for its lock", |n| n > 0);
+    pg.sessions_until(&waiting, "the restore waiting for its lock", |n| n > 0);
     let execs = p.api.exec_log().len();
 
     // SAFETY: signalling our own child.
@@ -340,13 +300,12 @@ async fn a_restore_in_the_pod_stopped_while_waiting_for_a_lock_leaves_no_session
     // Ending the exec stream only closes psql's stdin in the pod, which a psql stuck in a
     // statement does not read: the restore ended its server session through an exec of its own.
     assert_eq!(p.api.exec_log().len(), execs + 1, "one more exec: the stop");
-    sessions_until(&waiting, "sessions waiting for a lock", |n| n == 0);
+    pg.sessions_until(&waiting, "sessions waiting for a lock", |n| n == 0);
     pg.psql(
         &p.db,
         "SET lock_timeout = '2s'; SELECT count(*) FROM users; SELECT count(*) FROM api_keys;",
     )
     .unwrap();
-    let _ = blocker.kill();
-    let _ = blocker.wait();
+    drop(blocker);
     assert_eq!(pg.dump_for_comparison(&p.db).unwrap(), before);
 }

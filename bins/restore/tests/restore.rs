@@ -56,32 +56,7 @@ fn assert_one_clear_line(out: &Output, what: &[&str]) {
 /// Waits (at most 30 s) until a server session matches `condition` on pg_stat_activity;
 /// `what` names it in the failure.
 fn wait_for_activity(condition: &str, what: &str) {
-    sessions_until(condition, what, |n| n > 0);
-}
-
-/// Waits (at most 30 s) until the number of server sessions matching `condition` on
-/// pg_stat_activity satisfies `done`.
-fn sessions_until(condition: &str, what: &str, done: impl Fn(u64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: u64 = pg()
-            .psql(
-                "postgres",
-                &format!("SELECT count(*) FROM pg_stat_activity WHERE {condition}"),
-            )
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        if done(n) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {n} session(s) after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pg().sessions_until(condition, what, |n| n > 0);
 }
 
 fn sample_db(prefix: &str) -> String {
@@ -105,6 +80,28 @@ async fn take_backup(db: &str, store: &S3Store, compression: Compression, second
         .await
         .unwrap()
         .key
+}
+
+/// A sample database's backup: `store` holds it under `key`, then `db` was [`change`]d.
+struct Changed {
+    home: tempfile::TempDir,
+    store: S3Store,
+    db: String,
+    key: String,
+}
+
+async fn backed_up_then_changed(bucket_name: &str, db_prefix: &str) -> Changed {
+    let home = tempfile::tempdir().unwrap();
+    let store = bucket(bucket_name).await;
+    let db = sample_db(db_prefix);
+    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
+    change(&db);
+    Changed {
+        home,
+        store,
+        db,
+        key,
+    }
 }
 
 /// Changes `db` so that it differs from any backup of it taken before: a restore that
@@ -268,11 +265,12 @@ async fn into_a_new_database_leaves_the_live_one_alone() {
 /// Bad inputs: each fails with one line, and the database is byte-identical to before.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_backups_change_nothing() {
-    let home = tempfile::tempdir().unwrap();
-    let store = bucket("restore-bad").await;
-    let db = sample_db("restore_bad");
-    let good = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
-    change(&db);
+    let Changed {
+        home,
+        store,
+        db,
+        key: good,
+    } = backed_up_then_changed("restore-bad", "restore_bad").await;
     let before = pg().dump_for_comparison(&db).unwrap();
     let sql = plain_dump(&db);
     let text = String::from_utf8(sql.clone()).unwrap();
@@ -627,38 +625,18 @@ async fn sigterm_mid_restore_changes_nothing_and_drops_the_scratch_database() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_locks() {
-    let home = tempfile::tempdir().unwrap();
-    let store = bucket("restore-lock").await;
-    let db = sample_db("restore_lock");
-    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
-    change(&db);
+    let Changed {
+        home,
+        store,
+        db,
+        key,
+    } = backed_up_then_changed("restore-lock", "restore_lock").await;
     let before = pg().dump_for_comparison(&db).unwrap();
     // An application's open transaction that read spend_logs: the restore's DROP of it waits,
     // holding the locks it took before (on the tables it dropped already, say).
-    let mut blocker = pg()
-        .command("psql")
-        .args([
-            "-X",
-            "-d",
-            &db,
-            "-c",
-            "BEGIN; SELECT count(*) FROM spend_logs; SELECT pg_sleep(120);",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let blocker = pg()
+        .open_transaction(&db, "SELECT count(*) FROM spend_logs")
         .unwrap();
-    let blocking =
-        format!("datname = '{db}' AND query LIKE 'BEGIN; SELECT count(*) FROM spend_logs%'");
-    wait_for_activity(&blocking, "the blocker");
-    let blocker_pid = pg()
-        .psql(
-            "postgres",
-            &format!("SELECT pid FROM pg_stat_activity WHERE {blocking}"),
-        )
-        .unwrap()
-        .trim()
-        .to_owned();
     let waiting = format!(
         "datname = '{db}' AND wait_event_type = 'Lock' AND application_name = 'litemaas-restore'"
     );
@@ -688,12 +666,13 @@ async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_lo
     );
     assert!(
         err.contains(&format!(
-            "for a lock held by session {blocker_pid} (psql, from "
+            "for a lock held by session {} ({}, from ",
+            blocker.pid, blocker.application_name
         )),
         "the wait is reported, naming the blocker: {err}"
     );
     assert!(
-        err.contains(&format!("SELECT pg_terminate_backend({blocker_pid});")),
+        err.contains(&format!("SELECT pg_terminate_backend({});", blocker.pid)),
         "{err}"
     );
     assert!(
@@ -703,14 +682,13 @@ async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_lo
     );
     // psql, stuck in the DROP, never read the end of its input: its server session was ended
     // for it, so nothing waits for a lock and every table is usable at once.
-    sessions_until(&waiting, "sessions waiting for a lock", |n| n == 0);
+    pg().sessions_until(&waiting, "sessions waiting for a lock", |n| n == 0);
     pg().psql(
         &db,
         "SET lock_timeout = '2s'; SELECT count(*) FROM users; SELECT count(*) FROM api_keys;",
     )
     .unwrap();
-    let _ = blocker.kill();
-    let _ = blocker.wait();
+    drop(blocker);
     assert_eq!(pg().dump_for_comparison(&db).unwrap(), before);
 }
 
@@ -1002,20 +980,9 @@ async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
     // Another session holds a lock on the live database (an open transaction that commented
     // on it, from another database): the good backup loads, but the swap cannot get its lock
     // within --swap-lock-timeout, so nothing is renamed and connections are allowed again.
-    let mut blocker = pg()
-        .command("psql")
-        .args([
-            "-X",
-            "-d",
-            "postgres",
-            "-c",
-            &format!("BEGIN; COMMENT ON DATABASE {db} IS 'held'; SELECT pg_sleep(120);"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let blocker = pg()
+        .open_transaction("postgres", &format!("COMMENT ON DATABASE {db} IS 'held'"))
         .unwrap();
-    wait_for_activity("query LIKE 'BEGIN; COMMENT%'", "the blocker");
     let out = restore_cmd(home.path(), &db)
         .args([
             "--bucket",
@@ -1029,8 +996,7 @@ async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
         ])
         .output()
         .unwrap();
-    let _ = blocker.kill();
-    let _ = blocker.wait();
+    drop(blocker);
     assert_one_clear_line(
         &out,
         &[
@@ -1173,11 +1139,12 @@ async fn past_the_swap_a_lost_answer_or_a_failed_drop_keeps_the_restore_and_says
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_over_the_live_database_in_place_is_refused() {
-    let home = tempfile::tempdir().unwrap();
-    let store = bucket("restore-jobs").await;
-    let db = sample_db("restore_jobs");
-    let key = take_backup(&db, &store, Compression::default(), 1_767_225_600).await;
-    change(&db);
+    let Changed {
+        home,
+        store,
+        db,
+        key,
+    } = backed_up_then_changed("restore-jobs", "restore_jobs").await;
     let live = pg().dump_for_comparison(&db).unwrap();
     let out = restore_cmd(home.path(), &db)
         .args([

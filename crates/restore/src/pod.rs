@@ -191,7 +191,11 @@ impl SqlSession for PodSession {
             pipes,
             ..
         } = *self;
+        // The exec's message loop is over. When it ended on an error (the connection closed
+        // while it sent stdin's end, say), kube leaves the output streams without an end:
+        // read what is there, then stop.
         let _ = process.join().await;
+        pipes.outputs_written();
         let (success, status) = match litemaas_dump::pod::check_status(&program, status, "") {
             Ok(()) => (true, "exit code 0".to_owned()),
             Err(litemaas_dump::Error::DumpFailed { status, .. }) => (false, status),

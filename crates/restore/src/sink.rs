@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use litemaas_dump::PgConnection;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result};
 
@@ -173,18 +174,27 @@ pub(crate) struct Markers {
 }
 
 /// Keeps the last [`KEEP_LINES`] lines of a stream, logging each, counting warnings; the
-/// [`SYNC`] and [`PID`] lines go to `markers` (and are not kept).
+/// [`SYNC`] and [`PID`] lines go to `markers` (and are not kept). Reads to the end of the
+/// stream, or, once `written` is cancelled (nothing more will be written to it), to the end of
+/// what is already there.
 pub(crate) async fn collect_lines(
     reader: impl AsyncRead + Unpin,
     program: &'static str,
     log: bool,
     markers: Option<Markers>,
+    written: CancellationToken,
 ) -> (Vec<String>, u64) {
     let mut lines = BufReader::new(reader).lines();
     let mut kept = std::collections::VecDeque::new();
     let mut warnings = 0;
     loop {
-        match lines.next_line().await {
+        // `next_line` is cancellation safe: a line it had begun is not lost.
+        let next = tokio::select! {
+            biased;
+            next = lines.next_line() => next,
+            () = written.cancelled() => break,
+        };
+        match next {
             Ok(Some(line)) => {
                 if let Some(markers) = &markers {
                     if let Some(n) = line.strip_prefix(SYNC).and_then(|n| n.parse::<u64>().ok()) {
@@ -225,6 +235,9 @@ pub(crate) struct Pipes<W> {
     syncs: u64,
     /// The backend's process id, once psql printed it (0 until then).
     pid: Arc<AtomicU32>,
+    /// Cancelled once nothing more will be written to psql's outputs.
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
+    written: CancellationToken,
     stdout: tokio::task::JoinHandle<(Vec<String>, u64)>,
     stderr: tokio::task::JoinHandle<(Vec<String>, u64)>,
 }
@@ -243,13 +256,21 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
             synced: to,
             pid: pid.clone(),
         };
+        let written = CancellationToken::new();
         let mut pipes = Self {
             stdin: Some(stdin),
             synced,
             syncs: 0,
             pid,
-            stdout: tokio::spawn(collect_lines(stdout, "psql", false, Some(markers))),
-            stderr: tokio::spawn(collect_lines(stderr, "psql", true, None)),
+            stdout: tokio::spawn(collect_lines(
+                stdout,
+                "psql",
+                false,
+                Some(markers),
+                written.clone(),
+            )),
+            stderr: tokio::spawn(collect_lines(stderr, "psql", true, None, written.clone())),
+            written,
         };
         // A psql that cannot take it is gone: the next write, or finish, says why.
         let _ = pipes
@@ -295,6 +316,15 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.shutdown().await;
         }
+    }
+
+    /// Nothing more will be written to psql's outputs (their writer is gone, perhaps without
+    /// ending them): the collectors stop at the end of what is there. Only for in-memory
+    /// streams (an exec's), whose buffered data a read returns at once; an OS pipe's reader
+    /// learns of data through the reactor, so it must be read to its end instead.
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
+    pub(crate) fn outputs_written(&self) {
+        self.written.cancel();
     }
 
     /// How the session ended, once psql exited with `success` and `status`.

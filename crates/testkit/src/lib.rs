@@ -29,7 +29,7 @@ pub mod s3;
 mod sys;
 mod webhook;
 
-pub use pg::PgCluster;
+pub use pg::{OpenTransaction, PgCluster};
 pub use s3::S3Server;
 pub use webhook::Webhook;
 

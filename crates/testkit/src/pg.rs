@@ -225,6 +225,66 @@ impl PgCluster {
         .map(drop)
     }
 
+    /// Another session (an application's, say) that runs `sql` in a transaction on `db` and
+    /// keeps the transaction open, holding its locks, until the returned value is dropped.
+    /// Returns once the session is past `sql`.
+    ///
+    /// # Errors
+    /// psql could not start, or the session did not get past `sql` within 30 s.
+    pub fn open_transaction(&self, db: &str, sql: &str) -> Result<OpenTransaction> {
+        let name = crate::unique_name("holder");
+        let child = self
+            .command("psql")
+            .env("PGAPPNAME", &name)
+            .args(["-X", "-d", db, "-c"])
+            .arg(format!("BEGIN; {sql}; SELECT pg_sleep(600);"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start psql")?;
+        let mut holding = OpenTransaction {
+            child,
+            pid: 0,
+            application_name: name.clone(),
+        };
+        let condition = format!("application_name = '{name}' AND query LIKE '%pg_sleep(600)%'");
+        self.sessions_until(&condition, &format!("the session of {name}"), |n| n > 0);
+        holding.pid = self
+            .psql(
+                "postgres",
+                &format!("SELECT pid FROM pg_stat_activity WHERE {condition}"),
+            )?
+            .trim()
+            .parse()
+            .context("its backend pid")?;
+        Ok(holding)
+    }
+
+    /// Waits (at most 30 s) until the number of server sessions matching `condition` (SQL on
+    /// `pg_stat_activity`) satisfies `done`; panics naming `what` otherwise.
+    pub fn sessions_until(&self, condition: &str, what: &str, done: impl Fn(u64) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let n: u64 = self
+                .psql(
+                    "postgres",
+                    &format!("SELECT count(*) FROM pg_stat_activity WHERE {condition}"),
+                )
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            if done(n) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {n} session(s) after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `psql -X -q -v ON_ERROR_STOP=1 -d <db>` for this cluster.
     fn psql_command(&self, db: &str) -> Command {
         let mut cmd = self.command("psql");
@@ -380,5 +440,22 @@ impl Drop for PgCluster {
         if let Some(child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
             stop(child);
         }
+    }
+}
+
+/// A session holding a transaction open ([`PgCluster::open_transaction`]); ended when dropped.
+#[derive(Debug)]
+pub struct OpenTransaction {
+    child: Child,
+    /// Its server backend's process id.
+    pub pid: u32,
+    /// Its `application_name`, unique to it.
+    pub application_name: String,
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
