@@ -280,6 +280,7 @@ async fn a_restore_in_the_pod_stopped_while_waiting_for_a_lock_leaves_no_session
     let waiting = format!("datname = '{db}' AND wait_event_type = 'Lock'");
     let child = p
         // No lock-wait reports (0s): each would be an exec of its own, and the execs are counted.
+        // -v: the steps of the stop (the session ended, psql's exit) are in a failure's output.
         .restore_cmd(&["--key", &key, "--yes", "--lock-wait-report", "0s", "-v"])
         .stderr(Stdio::piped())
         .spawn()
