@@ -403,12 +403,13 @@ impl LocalPsql {
 #[async_trait]
 impl SqlSink for LocalPsql {
     fn describe(&self) -> String {
-        let database = self
-            .database()
-            .unwrap_or_else(|| "the default database".into());
+        let database = self.database().map_or_else(
+            || "the default database".to_owned(),
+            |d| format!("database {d}"),
+        );
         match &self.conn {
-            Some(conn) => format!("database {database} on {}", conn.host_port()),
-            None => format!("database {database} (libpq environment)"),
+            Some(conn) => format!("{database} on {}", conn.host_port()),
+            None => format!("{database} (libpq environment)"),
         }
     }
 
