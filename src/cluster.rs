@@ -494,7 +494,7 @@ pub enum PruneSnapshotsError {
     Options(#[from] litemaas_retention::Error),
     /// The run was stopped (a signal, or its Lease was lost) before every delete was done.
     #[error(
-        "snapshot retention stopped (a signal, or the Lease was lost){}",
+        "snapshot retention stopped (the run was cancelled: a signal, its deadline or a lost Lease){}",
         crate::prune::deleted_so_far(deleted)
     )]
     Stopped {

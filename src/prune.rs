@@ -160,10 +160,10 @@ pub enum PruneError {
     /// The retention options are unusable.
     #[error("invalid retention options")]
     Options(#[from] litemaas_retention::Error),
-    /// The run was stopped (a signal, or its Lease was lost) before every delete was done: no
+    /// The run was cancelled (a signal, its deadline, or its Lease lost) before every delete was done: no
     /// further object was deleted once it was.
     #[error(
-        "pruning stopped (a signal, or the Lease was lost){}",
+        "pruning stopped (the run was cancelled: a signal, its deadline or a lost Lease){}",
         deleted_so_far(deleted)
     )]
     Stopped {
@@ -423,7 +423,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "pruning stopped (a signal, or the Lease was lost) after deleting p/database-20260301-000000.sql.gz"
+            "pruning stopped (the run was cancelled: a signal, its deadline or a lost Lease) after deleting p/database-20260301-000000.sql.gz"
         );
     }
 

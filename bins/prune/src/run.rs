@@ -113,6 +113,10 @@ async fn prune_holding(
         None => None,
     };
     print(args, store.as_ref(), &report, &others, snapshots.as_ref());
+    // Stopped after the last delete (or in a dry run, which deletes nothing): still a stop.
+    if stop.is_cancelled() {
+        anyhow::bail!("stopped by a signal or a lost Lease; what was deleted is listed above");
+    }
     Ok(())
 }
 

@@ -512,7 +512,12 @@ fn confirm(
         info.size_bytes,
         backup.describe()
     );
-    if info.other_sessions > 0 {
+    if info.other_sessions > 0 && args.swap {
+        eprintln!(
+            "  {} other session(s) are connected to it: the swap ends them (stop the application first)",
+            info.other_sessions
+        );
+    } else if info.other_sessions > 0 {
         eprintln!(
             "  {} other session(s) are connected to it: the restore waits for the locks they hold (stop the application first, or use --swap)",
             info.other_sessions

@@ -647,8 +647,8 @@ async fn a_restore_stopped_while_waiting_for_a_lock_leaves_no_session_holding_lo
         .spawn()
         .unwrap();
     wait_for_activity(&waiting, "the restore waiting for its lock");
-    // Long enough for a report of who holds the lock.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Long enough for reports of who holds the lock (one a second), even on a loaded machine.
+    std::thread::sleep(Duration::from_millis(3500));
 
     // SAFETY: signalling our own child.
     #[allow(unsafe_code)]
@@ -909,7 +909,7 @@ async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_t
     // second and the next ones would take (left by a restore a moment ago, say): other names are
     // chosen, those databases are not touched, and only the live database and them remain.
     let now = jiff::Timestamp::now().as_second();
-    let taken: Vec<String> = (0..6)
+    let taken: Vec<String> = (0..12)
         .map(|s| {
             let stamp = jiff::Timestamp::from_second(now + s)
                 .unwrap()
@@ -931,10 +931,17 @@ async fn swap_loads_in_parallel_and_swaps_in_keeping_owner_grants_settings_and_t
             "--swap",
             "--drop-previous",
             "--yes",
+            "--json",
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chosen = json["swap"]["previous"].as_str().unwrap();
+    assert!(
+        chosen.starts_with(&format!("{db}_previous_")) && chosen.ends_with("_2"),
+        "a name beside the taken ones: {chosen}"
+    );
     assert_eq!(pg().dump_for_comparison(&db).unwrap(), original);
     assert_eq!(profile(&db), before);
     let mut left = vec![previous];
@@ -1015,7 +1022,8 @@ async fn a_swap_that_fails_changes_nothing_and_leaves_no_database_behind() {
 /// - `LOSE_ANSWER_AFTER`: a script containing this text runs, then psql exits 2 as if the
 ///   connection was lost before the answer arrived;
 /// - `FAIL_FIRST_LINE`: a script whose first statement (after the session's question for its
-///   backend's process id) contains this text does not run; psql exits 3 with an SQL error.
+///   backend's process id, which psql answers) contains this text does not run; psql exits 3
+///   with an SQL error.
 ///
 /// Each fault is logged to `$FAULT_LOG`, the witness that it happened.
 fn faulty_psql(dir: &Path) -> std::path::PathBuf {
@@ -1024,19 +1032,32 @@ fn faulty_psql(dir: &Path) -> std::path::PathBuf {
         &path,
         format!(
             r#"#!/bin/sh
-IFS= read -r pid || true
-IFS= read -r first || true
-if [ -n "${{FAIL_FIRST_LINE:-}}" ]; then
-  case "$first" in *"$FAIL_FIRST_LINE"*)
-    cat >/dev/null
-    echo "failed: $first" >>"$FAULT_LOG"
-    echo "psql:<stdin>:1: ERROR:  injected failure" >&2
-    exit 3;;
-  esac
-fi
+# psql's first line (the session's question for its backend's pid) goes through at once: the
+# session waits for its answer before it sends anything else.
 copy=$(mktemp)
-{{ printf '%s\n%s\n' "$pid" "$first"; cat; }} | tee "$copy" | '{psql}' "$@"
+failed=$(mktemp)
+{{
+  IFS= read -r pid || true
+  printf '%s\n' "$pid"
+  IFS= read -r first || true
+  if [ -n "${{FAIL_FIRST_LINE:-}}" ]; then
+    case "$first" in *"$FAIL_FIRST_LINE"*)
+      printf '%s' "$first" >"$failed"
+      cat >/dev/null
+      exit 0;;
+    esac
+  fi
+  printf '%s\n' "$first"
+  cat
+}} | tee "$copy" | '{psql}' "$@"
 rc=$?
+if [ -s "$failed" ]; then
+  echo "failed: $(cat "$failed")" >>"$FAULT_LOG"
+  rm -f "$copy" "$failed"
+  echo "psql:<stdin>:2: ERROR:  injected failure" >&2
+  exit 3
+fi
+rm -f "$failed"
 if [ -n "${{LOSE_ANSWER_AFTER:-}}" ] && grep -qF -- "$LOSE_ANSWER_AFTER" "$copy"; then
   rm -f "$copy"
   echo "lost the answer to: $LOSE_ANSWER_AFTER" >>"$FAULT_LOG"

@@ -208,7 +208,8 @@ pub async fn restore(
     }
 
     // COMMIT, then the confirmation that it happened.
-    let commit_line = lines_sent + 1;
+    // psql's line number of COMMIT: the session's own first line, the dump, the sync query.
+    let commit_line = session.preamble_lines() + lines_sent + 1 + 1;
     let tail = format!("{COMMIT}\nSELECT '{COMMITTED}';\n");
     // A failed write means psql is gone; how it ended says why.
     let _ = session.write(Bytes::from(tail)).await;
@@ -368,8 +369,11 @@ pub(crate) async fn end_without_commit(
         Err(_) => {
             match pid {
                 Some(pid) => match crate::sink::stop_backend(sink, pid).await {
-                    Ok(()) => tracing::info!(
+                    Ok(true) => tracing::info!(
                         "psql was still running a statement {STOP_GRACE:?} after the end of its input: its server session ({pid}) was ended"
+                    ),
+                    Ok(false) => tracing::info!(
+                        "psql was still running {STOP_GRACE:?} after the end of its input; its server session ({pid}) had already ended"
                     ),
                     Err(e) => tracing::warn!(
                         "psql is still running a statement and its server session ({pid}) could not be ended: {e}"

@@ -148,43 +148,74 @@ impl SqlSink for PodPsql {
         let stdin = stdin.ok_or_else(|| Error::Internal("the exec kept no stdin".into()))?;
         Ok(Box::new(PodSession {
             process,
-            status,
+            status: Some(status),
+            ended: None,
             program: format!("psql in pod {}/{}", self.at.namespace, self.at.pod),
             pipes: Pipes::new(stdin, stdout, stderr).await,
         }))
     }
 }
 
+type ExecStatus = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>;
+
 struct PodSession {
     process: kube::api::AttachedProcess,
-    status: std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
-                > + Send,
-        >,
-    >,
+    /// The exec's status, until it arrived (then in `ended`).
+    status: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ExecStatus> + Send>>>,
+    ended: Option<ExecStatus>,
     program: String,
     pipes: Pipes<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+}
+
+impl PodSession {
+    /// Runs `io` unless the exec ends first: when its message loop stops on an error, kube
+    /// leaves stdin and the outputs open, and a write or a sync would wait for ever.
+    async fn unless_ended<T>(
+        status: &mut Option<
+            std::pin::Pin<Box<dyn std::future::Future<Output = ExecStatus> + Send>>,
+        >,
+        ended: &mut Option<ExecStatus>,
+        io: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> std::io::Result<T> {
+        let Some(pending) = status.as_mut() else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        tokio::select! {
+            result = io => result,
+            done = pending => {
+                *status = None;
+                *ended = Some(done);
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl SqlSession for PodSession {
     async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
-        self.pipes.write(&data).await
+        Self::unless_ended(&mut self.status, &mut self.ended, self.pipes.write(&data)).await
     }
 
     async fn sync(&mut self) -> std::io::Result<()> {
-        self.pipes.sync().await
+        Self::unless_ended(&mut self.status, &mut self.ended, self.pipes.sync()).await
     }
 
     fn backend_pid(&self) -> Option<u32> {
         self.pipes.backend_pid()
     }
 
+    fn preamble_lines(&self) -> u64 {
+        1
+    }
+
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
         self.pipes.close().await;
-        let status = (&mut self.status).await;
+        let status = match (self.status.take(), self.ended.take()) {
+            (_, Some(ended)) => ended,
+            (Some(pending), None) => pending.await,
+            (None, None) => None,
+        };
         let PodSession {
             process,
             program,

@@ -65,6 +65,12 @@ pub trait SqlSession: Send {
         None
     }
 
+    /// Lines the session sent psql itself before any [`write`](Self::write) (its question for
+    /// the backend's pid): psql's line numbers count them.
+    fn preamble_lines(&self) -> u64 {
+        0
+    }
+
     /// Ends the input and waits until psql has exited.
     async fn finish(self: Box<Self>) -> Result<Ended>;
 }
@@ -104,21 +110,37 @@ pub(crate) async fn run_script(sink: &dyn SqlSink, sql: &str) -> Result<String> 
     Err(psql_error(&sink.describe(), &ended))
 }
 
-/// Ends the server session `pid` (`pg_terminate_backend`) through a session of its own on
+/// Ends the server session `pid` (`pg_terminate_backend`), if it is a restore's
+/// ([`APPLICATION_NAME`](crate::APPLICATION_NAME)), through a session of its own on
 /// `sink`: its transaction is rolled back and its locks released at once, whatever its psql
 /// is doing. A restore that stops — cancelled, or failed elsewhere — must not leave a session
 /// behind that waits for a lock while holding others (a table it already dropped, say): ending
 /// psql's input, or killing psql, does not reach a backend that waits.
 ///
+/// Returns whether a session was ended.
+///
 /// # Errors
-/// The query failed (psql's message).
-pub async fn stop_backend(sink: &dyn SqlSink, pid: u32) -> Result<()> {
-    sink.query(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {pid};\n"
-    ))
-    .await
-    .map(drop)
+/// The query failed (psql's message), or did not answer within 10 s.
+pub async fn stop_backend(sink: &dyn SqlSink, pid: u32) -> Result<bool> {
+    // Only a session of a restore: a pid is reused once its backend is gone.
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid)) \
+         FROM pg_catalog.pg_stat_activity \
+         WHERE pid = {pid} AND application_name = '{}';\n",
+        crate::job::APPLICATION_NAME
+    );
+    let query = sink.query(&sql);
+    match tokio::time::timeout(STOP_TIMEOUT, query).await {
+        Ok(out) => Ok(out?.lines().any(|l| l.trim() == "1")),
+        Err(_) => Err(Error::Database {
+            context: format!("ending server session {pid}"),
+            message: format!("no answer within {STOP_TIMEOUT:?}"),
+        }),
+    }
 }
+
+/// How long [`stop_backend`] waits for its own session.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// psql's failure as an error, with a hint where one is known.
 pub(crate) fn psql_error(target: &str, ended: &Ended) -> Error {
@@ -164,6 +186,9 @@ pub(crate) const SYNC: &str = "litemaas-sync ";
 
 /// What a session's first statement prints, followed by its backend's process id.
 const PID: &str = "litemaas-pid ";
+
+/// How long a new session waits for psql to connect and say its backend's pid.
+const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where [`collect_lines`] reports the lines that are answers to us, not output.
 pub(crate) struct Markers {
@@ -273,9 +298,20 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
             written,
         };
         // A psql that cannot take it is gone: the next write, or finish, says why.
-        let _ = pipes
-            .write(format!("SELECT '{PID}' || pg_backend_pid();\n").as_bytes())
+        let asked = pipes
+            .write(format!("SELECT '{PID}' || pg_catalog.pg_backend_pid();\n").as_bytes())
             .await;
+        // Nothing is sent to a session that could not be stopped: wait for the answer (psql
+        // connected), for psql to end (it could not), or at most PID_WAIT.
+        if asked.is_ok() {
+            let deadline = tokio::time::Instant::now() + PID_WAIT;
+            while pipes.backend_pid().is_none()
+                && !pipes.stdout.is_finished()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
         pipes
     }
 
@@ -479,6 +515,10 @@ impl SqlSession for LocalSession {
 
     fn backend_pid(&self) -> Option<u32> {
         self.pipes.backend_pid()
+    }
+
+    fn preamble_lines(&self) -> u64 {
+        1
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {

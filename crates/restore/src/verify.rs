@@ -40,8 +40,8 @@ pub struct ServerInfo {
     pub user: String,
     /// Whether that role may create databases.
     pub can_create_db: bool,
-    /// Other sessions connected to the database (an application, say): a restore in place
-    /// waits for the locks they hold.
+    /// Other client sessions connected to the database (an application, say; not autovacuum
+    /// or background workers): a restore in place waits for the locks they hold.
     #[serde(default)]
     pub other_sessions: i64,
 }
@@ -62,7 +62,8 @@ pub async fn server_info(sink: &dyn SqlSink) -> Result<ServerInfo> {
              'user', current_user, \
              'can_create_db', (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user), \
              'other_sessions', (SELECT count(*) FROM pg_stat_activity \
-                                WHERE datname = current_database() AND pid <> pg_backend_pid()));\n",
+                                WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                                  AND backend_type = 'client backend'));\n",
         )
         .await?;
     parse_json(&out, "the server description")

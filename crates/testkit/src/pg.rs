@@ -246,8 +246,10 @@ impl PgCluster {
             child,
             pid: 0,
             application_name: name.clone(),
+            end: None,
         };
-        let condition = format!("application_name = '{name}' AND query LIKE '%pg_sleep(600)%'");
+        // Past `sql`: sleeping (the multi-statement string shows from its start).
+        let condition = format!("application_name = '{name}' AND wait_event = 'PgSleep'");
         self.sessions_until(&condition, &format!("the session of {name}"), |n| n > 0);
         holding.pid = self
             .psql(
@@ -257,6 +259,13 @@ impl PgCluster {
             .trim()
             .parse()
             .context("its backend pid")?;
+        // Killing psql does not end a backend in pg_sleep: it is terminated on drop.
+        let mut end = self.command("psql");
+        end.args(["-X", "-q", "-d", "postgres", "-c"])
+            .arg(format!("SELECT pg_terminate_backend({})", holding.pid))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        holding.end = Some(end);
         Ok(holding)
     }
 
@@ -447,6 +456,8 @@ impl Drop for PgCluster {
 #[derive(Debug)]
 pub struct OpenTransaction {
     child: Child,
+    /// The command that terminates its backend.
+    end: Option<Command>,
     /// Its server backend's process id.
     pub pid: u32,
     /// Its `application_name`, unique to it.
@@ -455,6 +466,9 @@ pub struct OpenTransaction {
 
 impl Drop for OpenTransaction {
     fn drop(&mut self) {
+        if let Some(end) = self.end.as_mut() {
+            let _ = end.status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
