@@ -336,6 +336,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     match (&client, args.apply) {
         (Some(client), true) => {
+            check_secrets(client, &args, &namespaces).await?;
             for objects in &all {
                 for item in &objects.items {
                     let line = apply(client, &objects.namespace, item).await?;
@@ -344,6 +345,73 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         _ => print!("{}", format(&all, args.output)?),
+    }
+    Ok(())
+}
+
+/// Before `--apply`: every Secret the CronJob will read exists in every namespace, with the
+/// keys it needs, so that a run does not fail a month later on a name mistyped today. Only
+/// names and keys are looked at, never values. A Secret the applying user may not read is a
+/// warning, not an error.
+async fn check_secrets(
+    client: &kube::Client,
+    args: &Options,
+    namespaces: &[String],
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut wanted: Vec<(&str, &str, Vec<&str>)> = vec![("--db-secret", &args.db_secret, vec![])];
+    if let Some(name) = &args.s3_secret {
+        let keys = render::S3_SECRET_KEYS
+            .iter()
+            .filter(|(_, optional)| !optional)
+            .map(|(k, _)| *k)
+            .collect();
+        wanted.push(("--s3-secret", name, keys));
+    }
+    if let Some(name) = &args.notify_secret {
+        wanted.push(("--notify-secret", name, vec![render::NOTIFY_SECRET_KEY]));
+    }
+    for ns in namespaces {
+        let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+        for (flag, name, keys) in &wanted {
+            let secret = match secrets.get_opt(name).await {
+                Ok(secret) => secret,
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    eprintln!(
+                        "warning: cannot check that Secret {name} ({flag}) exists in namespace {ns}: {}",
+                        e.message
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "reading Secret {name} ({flag}) in namespace {ns}; nothing was applied"
+                    )));
+                }
+            };
+            let Some(secret) = secret else {
+                bail!(
+                    "{flag} {name}: namespace {ns} has no such Secret{}; nothing was applied",
+                    if keys.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (create it with the key(s) {})", keys.join(", "))
+                    }
+                );
+            };
+            let has = |key: &str| {
+                secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(key))
+            };
+            if let Some(missing) = keys.iter().find(|k| !has(k)) {
+                bail!(
+                    "{flag} {name}: the Secret in namespace {ns} has no key {missing}; nothing was applied"
+                );
+            }
+        }
     }
     Ok(())
 }

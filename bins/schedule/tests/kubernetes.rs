@@ -342,6 +342,27 @@ async fn a_notify_secret_reaches_the_run_and_its_token_stays_in_the_secret() {
     let hook = Webhook::start("/services/T0/B0/notifysecrettoken")
         .await
         .unwrap();
+    let apply = [
+        "--namespace",
+        NS,
+        "--apply",
+        "--notify-secret",
+        "litemaas-notify",
+        "--backup-arg=--notify-on=always",
+    ];
+    // Applied before the Secret exists: refused, naming it, and nothing is created (a run a
+    // month later would fail on it).
+    let early = c.schedule(&apply);
+    assert!(!early.status.success());
+    assert!(
+        text(&early).contains(
+            "--notify-secret litemaas-notify: namespace litemaas has no such Secret (create it with the key(s) LITEMAAS_NOTIFY_URL); nothing was applied"
+        ),
+        "{}",
+        text(&early)
+    );
+    assert!(c.api.get("batch", "cronjobs", NS, NAME).is_err());
+    assert!(c.api.get("", "serviceaccounts", NS, NAME).is_err());
     c.api
         .create(
             "",
@@ -359,14 +380,7 @@ async fn a_notify_secret_reaches_the_run_and_its_token_stays_in_the_secret() {
         text(&bad)
     );
 
-    let out = c.schedule(&[
-        "--namespace",
-        NS,
-        "--apply",
-        "--notify-secret",
-        "litemaas-notify",
-        "--backup-arg=--notify-on=always",
-    ]);
+    let out = c.schedule(&apply);
     assert!(out.status.success(), "{}", text(&out));
     let cron = c.api.get("batch", "cronjobs", NS, NAME).unwrap();
     assert!(
