@@ -87,7 +87,10 @@ impl PodPsql {
         vec![
             "sh".into(),
             "-c".into(),
-            "IFS= read -r PGPASSWORD && export PGPASSWORD && PGAPPNAME=litemaas-restore exec psql -X -q -A -t -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\"".into(),
+            format!(
+                "IFS= read -r PGPASSWORD && export PGPASSWORD && PGAPPNAME={} exec psql -X -q -A -t -v ON_ERROR_STOP=1 --no-password --username=\"$1\" --dbname=\"$2\"",
+                crate::APPLICATION_NAME
+            ),
             "litemaas-restore".into(),
             self.username.clone(),
             self.database.clone(),
@@ -148,8 +151,7 @@ impl SqlSink for PodPsql {
         let stdin = stdin.ok_or_else(|| Error::Internal("the exec kept no stdin".into()))?;
         Ok(Box::new(PodSession {
             process,
-            status: Some(status),
-            ended: None,
+            exec: Exec::Running(status),
             program: format!("psql in pod {}/{}", self.at.namespace, self.at.pod),
             pipes: Pipes::new(stdin, stdout, stderr).await,
         }))
@@ -158,47 +160,46 @@ impl SqlSink for PodPsql {
 
 type ExecStatus = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>;
 
-struct PodSession {
-    process: kube::api::AttachedProcess,
-    /// The exec's status, until it arrived (then in `ended`).
-    status: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ExecStatus> + Send>>>,
-    ended: Option<ExecStatus>,
-    program: String,
-    pipes: Pipes<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+/// The exec: running (its status to come), or ended with this status.
+enum Exec {
+    Running(std::pin::Pin<Box<dyn std::future::Future<Output = ExecStatus> + Send>>),
+    Ended(Box<ExecStatus>),
 }
 
-impl PodSession {
+impl Exec {
     /// Runs `io` unless the exec ends first: when its message loop stops on an error, kube
     /// leaves stdin and the outputs open, and a write or a sync would wait for ever.
     async fn unless_ended<T>(
-        status: &mut Option<
-            std::pin::Pin<Box<dyn std::future::Future<Output = ExecStatus> + Send>>,
-        >,
-        ended: &mut Option<ExecStatus>,
+        &mut self,
         io: impl std::future::Future<Output = std::io::Result<T>>,
     ) -> std::io::Result<T> {
-        let Some(pending) = status.as_mut() else {
+        let Exec::Running(status) = self else {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         };
-        tokio::select! {
-            result = io => result,
-            done = pending => {
-                *status = None;
-                *ended = Some(done);
-                Err(std::io::ErrorKind::BrokenPipe.into())
-            }
-        }
+        let done = tokio::select! {
+            result = io => return result,
+            done = status => done,
+        };
+        *self = Exec::Ended(Box::new(done));
+        Err(std::io::ErrorKind::BrokenPipe.into())
     }
+}
+
+struct PodSession {
+    process: kube::api::AttachedProcess,
+    exec: Exec,
+    program: String,
+    pipes: Pipes<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
 }
 
 #[async_trait]
 impl SqlSession for PodSession {
     async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
-        Self::unless_ended(&mut self.status, &mut self.ended, self.pipes.write(&data)).await
+        self.exec.unless_ended(self.pipes.write(&data)).await
     }
 
     async fn sync(&mut self) -> std::io::Result<()> {
-        Self::unless_ended(&mut self.status, &mut self.ended, self.pipes.sync()).await
+        self.exec.unless_ended(self.pipes.sync()).await
     }
 
     fn backend_pid(&self) -> Option<u32> {
@@ -206,22 +207,21 @@ impl SqlSession for PodSession {
     }
 
     fn preamble_lines(&self) -> u64 {
-        1
+        crate::sink::PREAMBLE_LINES
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
         self.pipes.close().await;
-        let status = match (self.status.take(), self.ended.take()) {
-            (_, Some(ended)) => ended,
-            (Some(pending), None) => pending.await,
-            (None, None) => None,
-        };
         let PodSession {
             process,
+            exec,
             program,
             pipes,
-            ..
         } = *self;
+        let status = match exec {
+            Exec::Running(status) => status.await,
+            Exec::Ended(status) => *status,
+        };
         // The exec's message loop is over. When it ended on an error (the connection closed
         // while it sent stdin's end, say), kube leaves the output streams without an end:
         // read what is there, then stop.

@@ -9,7 +9,6 @@
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -190,12 +189,15 @@ const PID: &str = "litemaas-pid ";
 /// How long a new session waits for psql to connect and say its backend's pid.
 const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Lines a session sends psql before its first write: the question for the backend's pid.
+pub(crate) const PREAMBLE_LINES: u64 = 1;
+
 /// Where [`collect_lines`] reports the lines that are answers to us, not output.
 pub(crate) struct Markers {
     /// The numbers of [`SYNC`] lines.
     synced: tokio::sync::mpsc::UnboundedSender<u64>,
-    /// The backend's process id of the [`PID`] line (0: not seen yet).
-    pid: Arc<AtomicU32>,
+    /// The backend's process id of the [`PID`] line.
+    pid: tokio::sync::watch::Sender<Option<u32>>,
 }
 
 /// Keeps the last [`KEEP_LINES`] lines of a stream, logging each, counting warnings; the
@@ -227,7 +229,7 @@ pub(crate) async fn collect_lines(
                         continue;
                     }
                     if let Some(pid) = line.strip_prefix(PID).and_then(|n| n.parse::<u32>().ok()) {
-                        markers.pid.store(pid, Ordering::Release);
+                        markers.pid.send_replace(Some(pid));
                         continue;
                     }
                 }
@@ -258,8 +260,8 @@ pub(crate) struct Pipes<W> {
     synced: tokio::sync::mpsc::UnboundedReceiver<u64>,
     /// The number of the last sync sent.
     syncs: u64,
-    /// The backend's process id, once psql printed it (0 until then).
-    pid: Arc<AtomicU32>,
+    /// The backend's process id, once psql printed it.
+    pid: tokio::sync::watch::Receiver<Option<u32>>,
     /// Cancelled once nothing more will be written to psql's outputs.
     #[cfg_attr(not(feature = "kube"), allow(dead_code))]
     written: CancellationToken,
@@ -276,10 +278,10 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
         stderr: impl AsyncRead + Unpin + Send + 'static,
     ) -> Self {
         let (to, synced) = tokio::sync::mpsc::unbounded_channel();
-        let pid = Arc::new(AtomicU32::new(0));
+        let (pid_to, pid) = tokio::sync::watch::channel(None);
         let markers = Markers {
             synced: to,
-            pid: pid.clone(),
+            pid: pid_to,
         };
         let written = CancellationToken::new();
         let mut pipes = Self {
@@ -302,22 +304,18 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> Pipes<W> {
             .write(format!("SELECT '{PID}' || pg_catalog.pg_backend_pid();\n").as_bytes())
             .await;
         // Nothing is sent to a session that could not be stopped: wait for the answer (psql
-        // connected), for psql to end (it could not), or at most PID_WAIT.
+        // connected), for psql's output to end (it could not: the sender is gone), or at most
+        // PID_WAIT.
         if asked.is_ok() {
-            let deadline = tokio::time::Instant::now() + PID_WAIT;
-            while pipes.backend_pid().is_none()
-                && !pipes.stdout.is_finished()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
+            let mut pid = pipes.pid.clone();
+            let _ = tokio::time::timeout(PID_WAIT, pid.wait_for(Option::is_some)).await;
         }
         pipes
     }
 
     /// See [`SqlSession::backend_pid`].
     pub(crate) fn backend_pid(&self) -> Option<u32> {
-        Some(self.pid.load(Ordering::Acquire)).filter(|&pid| pid != 0)
+        *self.pid.borrow()
     }
 
     /// See [`SqlSession::sync`].
@@ -518,7 +516,7 @@ impl SqlSession for LocalSession {
     }
 
     fn preamble_lines(&self) -> u64 {
-        1
+        PREAMBLE_LINES
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Ended> {
